@@ -1,0 +1,2 @@
+"""ssl-radiology."""
+__version__ = "0.1.0"

@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/ssl-rad demo --out demo-output
+	$(BIN)/ssl-rad experiment configs/experiment/demo.yaml --out demo-output
 
 lint: setup
 	$(BIN)/ruff check ssl_radiology tests scripts

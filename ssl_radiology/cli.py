@@ -12,12 +12,18 @@ import sys
 from collections.abc import Sequence
 
 from ssl_radiology import __version__
-from ssl_radiology.errors import UserError
+from ssl_radiology.errors import UserError, describe_os_error
 
 #: subcommand name -> (module under ssl_radiology.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "generate the built-in synthetic CT / X-ray corpus as DICOM and NIfTI"),
     "prepare": ("prepare", "decode DICOM / NIfTI / PNG sources into a prepared, memory-mapped dataset"),
+    "pretrain": ("pretrain", "self-supervised pre-training (SimCLR, DINO, MAE) on prepared sources"),
+    "experiment": ("experiment", "run a transfer study (pre-train, evaluate, analyse) and write report.md"),
+    "knn": ("knn", "kNN evaluation (DINO protocol) of a checkpoint on a labelled task, per seed"),
+    "linear-eval": ("linear_eval", "linear evaluation (SGD head / logistic regression) on frozen features"),
+    "finetune": ("finetune", "fine-tune a checkpoint on a labelled task, per seed, with early stopping"),
+    "compare": ("compare", "compare evaluation results: mean ± std, 95% CI, Welch's t-test, table and plot"),
 }
 
 
@@ -33,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+def run_command(argv: Sequence[str]) -> int:
+    """Parse and run one subcommand, letting its exceptions through (the experiment runner records them)."""
+    argv = list(argv)
     if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
-        parser.parse_args(argv or ["--help"])  # prints help / version / "invalid choice" and exits
+        build_parser().parse_args(argv or ["--help"])  # prints help / version / "invalid choice" and exits
         return 2
     name = argv[0]
     module_name, help_text = COMMANDS[name]
@@ -45,10 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"ssl-rad {name}", description=help_text)
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return int(module.run(args) or 0)
+        return run_command(sys.argv[1:] if argv is None else argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = describe_os_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)

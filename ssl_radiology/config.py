@@ -17,6 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssl_radiology.errors import UserError
 
+_MISSING = object()
+
 
 def config_root() -> Path:
     """The ``configs/`` folder: ``$SSL_RAD_CONFIGS``, else the one beside the package source."""
@@ -51,15 +53,30 @@ def load_group(group: str, name: str) -> DictConfig:
 
 
 def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
-    """Apply ``a.b=value`` strings (values parsed as YAML: numbers, bools, lists)."""
+    """Apply ``a.b=value`` strings (values parsed as YAML: numbers, bools, lists).
+
+    Only existing keys can be overridden: a misspelt key (``method.out_dim`` for ``method.head.out_dim``)
+    would otherwise be accepted silently and the run would use the default.
+    """
     items = list(overrides)
     bad = [item for item in items if "=" not in item or item.startswith("=")]
     if bad:
         raise UserError(f"overrides must look like key=value, got: {' '.join(bad)}")
+    strict = cfg.copy()
+    OmegaConf.set_struct(strict, True)
+    for item in items:
+        key = item.split("=", 1)[0]
+        if OmegaConf.select(strict, key, default=_MISSING) is _MISSING:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            node = OmegaConf.select(strict, parent) if parent else strict
+            known = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "none"
+            raise UserError(f"unknown setting '{key}' in override '{item}' (known at that level: {known})")
     try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(items))  # type: ignore[return-value]
+        merged = OmegaConf.merge(strict, OmegaConf.from_dotlist(items))
     except OmegaConfBaseException as exc:
         raise UserError(f"bad override {' '.join(items)}: {exc}") from exc
+    OmegaConf.set_struct(merged, False)
+    return merged  # type: ignore[return-value]
 
 
 def compose(groups: Mapping[str, str], overrides: Iterable[str] = (), base: Mapping | None = None) -> DictConfig:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "linear-eval": ("linear_eval", "linear evaluation (SGD head / logistic regression) on frozen features"),
     "finetune": ("finetune", "fine-tune a checkpoint on a labelled task, per seed, with early stopping"),
     "compare": ("compare", "compare evaluation results: mean ± std, 95% CI, Welch's t-test, table and plot"),
+    "analyze": ("analyze", "feature-space analysis: CKA, kNN, UMAP, domain metrics"),
 }
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ssl-rad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 

@@ -14,7 +14,7 @@ from test_prepare_support import write_ct_series
 import ssl_radiology.data.phantom
 from ssl_radiology.config import config_root
 from ssl_radiology.data import PreparedDataset, prepare_dataset, resolve_source
-from ssl_radiology.data.sources import phantom_raw_dir
+from ssl_radiology.data.sources import open_source, phantom_raw_dir, split_selector
 from ssl_radiology.errors import UserError
 from ssl_radiology.io import read_slices
 
@@ -149,3 +149,16 @@ def test_medmnist_npz_images_become_pngs_keyed_by_split_and_index(
         f"tinymnist/train/{i:06d}.png" for i in range(3)
     ]
     assert set(ds.manifest["modality"]) == {"OT"} and ds[0]["image"].shape == (1, 64, 64)
+
+
+def test_modality_selector_picks_one_modality_of_a_mixed_corpus(small_configs: Path) -> None:
+    assert split_selector("phantom:CT") == ("phantom", ["CT"])
+    assert split_selector("phantom:cr,DX") == ("phantom", ["CR", "DX"])
+    assert split_selector("phantom") == ("phantom", None)
+    ct = open_source("phantom:CT")
+    xray = open_source("phantom:CR,DX")
+    full = open_source("phantom")
+    assert set(ct.manifest["modality"]) == {"CT"} and set(xray.manifest["modality"]) <= {"CR", "DX"}
+    assert len(ct) + len(xray) == len(full) and len(xray) == 2
+    with pytest.raises(UserError, match="no slices of modality MR"):
+        open_source("phantom:MR")

@@ -15,6 +15,7 @@ _EXPORTS = {
     "prepare_dataset": "ssl_radiology.data.prepare",
     "PrepareSummary": "ssl_radiology.data.prepare",
     "resolve_source": "ssl_radiology.data.sources",
+    "open_source": "ssl_radiology.data.sources",
     "generate_phantom": "ssl_radiology.data.phantom",
     "hash_key": "ssl_radiology.data.keys",
 }

@@ -86,6 +86,29 @@ def resolve_source(
     )
 
 
+def split_selector(source: str) -> tuple[str, list[str] | None]:
+    """``"phantom:CT"`` → ``("phantom", ["CT"])``; ``"phantom:CR,DX"`` → two modalities; a plain name → None.
+
+    The selector lets one prepared corpus that mixes modalities (the phantom has CT slices and X-rays) feed
+    a single-modality run, e.g. in-domain pre-training on CT only. An existing path is never split.
+    """
+    head, sep, tail = str(source).rpartition(":")
+    if not sep or not head or Path(source).expanduser().exists() or not tail.replace(",", "").isalnum():
+        return str(source), None
+    return head, [m.strip().upper() for m in tail.split(",") if m.strip()]
+
+
+def open_source(source: str, cache_dir: str | os.PathLike[str] | None = None):
+    """A :class:`PreparedDataset` for ``NAME``, ``NAME:MODALITY[,MODALITY]`` or a prepared folder."""
+    from ssl_radiology.data.prepared import PreparedDataset
+
+    name, modalities = split_selector(source)
+    dataset = PreparedDataset(resolve_source(name, cache_dir), modality=modalities)
+    if len(dataset) == 0:
+        raise UserError(f"data source '{source}' has no slices of modality {', '.join(modalities or [])}")
+    return dataset
+
+
 def phantom_raw_dir(prepared_dir: str | os.PathLike[str]) -> Path:
     """The generated phantom files (DICOM / NIfTI / ``labels/*.csv``) that a prepared phantom came from."""
     raw = Path(read_info(prepared_dir)["sources"][0])

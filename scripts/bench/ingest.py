@@ -2,11 +2,13 @@
 
 Writes ``--files`` uncompressed 512² CT DICOMs (synthetic body + noise, pydicom), then times on one core:
 
-1. raw pydicom ``dcmread`` + ``pixel_array`` + rescale (files/s) — the floor for any DICOM reader;
+1. raw pydicom ``dcmread`` + ``pixel_array`` + rescale (files/s) — pydicom's own decoding path;
 2. MONAI ``LoadImage(reader="PydicomReader")`` (files/s) — the common baseline;
-3. ``prepare_dataset(workers=1)`` (files/s, including resize to ``--size``, int16 conversion and writing);
-4. ``PreparedDataset`` random-order reads (slices/s) — what a training loader pays per sample;
-5. the same slices as WebDataset tar shards, streamed sequentially (slices/s; a tar stream cannot
+3. ``ssl_radiology.io.read_slices`` (files/s) — our reader alone (header, metadata, HU pixels);
+4. ``prepare_dataset(workers=1)`` (files/s, including resize to ``--size``, int16 conversion and writing;
+   one warm-up call on a single file first, as MONAI gets one: imports are not per-file work);
+5. ``PreparedDataset`` random-order reads (slices/s) — what a training loader pays per sample;
+6. the same slices as WebDataset tar shards, streamed sequentially (slices/s; a tar stream cannot
    random-access, so a global shuffle needs a shuffle buffer instead).
 
 Usage: ``python scripts/bench/ingest.py [--files 200] [--size 256] [--reads 10000] [--stream 4000]``.
@@ -114,9 +116,25 @@ def bench_monai(paths: list[Path]) -> Rate:
         return per_second(len(paths), run)
 
 
-def bench_prepare(src: Path, out: Path, size: int, n_files: int) -> Rate:
+def bench_reader(paths: list[Path]) -> Rate:
+    from ssl_radiology.io import read_slices
+
+    def run() -> None:
+        for path in paths:
+            _ = read_slices(path)
+
+    return per_second(len(paths), run)
+
+
+def bench_prepare(src: Path, out: Path, size: int, n_files: int, warm_up: Path) -> Rate:
+    """One-core ``prepare`` of ``src``, after one warm-up run on a single file (imports, first calls)."""
+    import shutil
+
     from ssl_radiology.data.prepare import prepare_dataset
 
+    (warm_up / "src").mkdir(parents=True)
+    shutil.copy(next(src.glob("*.dcm")), warm_up / "src")
+    prepare_dataset(warm_up / "src", warm_up / "out", image_size=size, workers=1, progress=False)
     return per_second(n_files, lambda: prepare_dataset(src, out, image_size=size, workers=1, progress=False))
 
 
@@ -173,7 +191,8 @@ def main() -> None:
             path.read_bytes()
         raw = bench_pydicom(paths)
         monai = bench_monai(paths)
-        prepare = bench_prepare(work / "dicom", work / "prepared", args.size, len(paths))
+        reader = bench_reader(paths)
+        prepare = bench_prepare(work / "dicom", work / "prepared", args.size, len(paths), work / "warm")
         reads = bench_prepared_reads(work / "prepared", args.reads)
         stream = bench_webdataset(work / "prepared", work / "wds", max(1, args.stream // len(paths)))
     print(
@@ -181,6 +200,7 @@ def main() -> None:
     )
     print(f"  pydicom decode + rescale        {raw}  files")
     print(f"  MONAI LoadImage(PydicomReader)  {monai}  files")
+    print(f"  ssl_radiology read_slices       {reader}  files (header, metadata, HU float32)")
     print(f"  prepare --workers 1             {prepare}  files (decode + resize + int16 + write)")
     print(f"  PreparedDataset random reads    {reads}  slices")
     print(f"  WebDataset tar, sequential      {stream}  slices (cannot random-access)")
@@ -190,6 +210,9 @@ def main() -> None:
     )
     print(
         f"  prepare / raw pydicom           {prepare.wall / raw.wall:6.2f}x / {prepare.cpu / raw.cpu:6.2f}x"
+    )
+    print(
+        f"  read_slices / MONAI             {reader.wall / monai.wall:6.2f}x / {reader.cpu / monai.cpu:6.2f}x"
     )
     print(
         f"  PreparedDataset / WebDataset    {reads.wall / stream.wall:6.2f}x / {reads.cpu / stream.cpu:6.2f}x"

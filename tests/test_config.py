@@ -30,7 +30,7 @@ def test_override_values_are_parsed_as_yaml() -> None:
 
 
 def test_unknown_group_lists_choices() -> None:
-    with pytest.raises(UserError, match="unknown method 'byol'.*dino"):
+    with pytest.raises(UserError, match=r"unknown method 'byol'.*dino"):
         compose({"method": "byol"})
 
 

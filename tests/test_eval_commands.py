@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from conftest import TINY_PHANTOM, copy_configs
 from safetensors.torch import save_file
 
 from ssl_radiology.cli import main
@@ -27,8 +28,9 @@ FAST = ["workers=0", "bootstrap=100"]
 def env(tmp_path_factory):
     """A private cache (phantom + features) and the three checkpoints."""
     root = tmp_path_factory.mktemp("eval")
-    previous = os.environ.get("SSL_RAD_CACHE")
+    previous = {key: os.environ.get(key) for key in ("SSL_RAD_CACHE", "SSL_RAD_CONFIGS")}
     os.environ["SSL_RAD_CACHE"] = str(root / "cache")
+    os.environ["SSL_RAD_CONFIGS"] = str(copy_configs(root / "configs", {"phantom": TINY_PHANTOM}))
     torch.manual_seed(0)
     export_backbone(create_backbone("resnet18"), root / "ssl-run", backbone_name="resnet18", image_size=32)
     export_backbone(
@@ -39,10 +41,11 @@ def env(tmp_path_factory):
         rgb = timm.create_model(name, num_classes=0, in_chans=3)
         save_file({k: v.contiguous() for k, v in rgb.state_dict().items()}, root / f"{name}-in1k.safetensors")
     yield root
-    if previous is None:
-        os.environ.pop("SSL_RAD_CACHE", None)
-    else:
-        os.environ["SSL_RAD_CACHE"] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _run(*argv: str) -> int:
@@ -118,7 +121,7 @@ def test_knn_matches_analysis_knn_on_the_same_features(env):
 
     task = load_task("phantom-ct", 32)
     features = extract_features(
-        load_backbone(env / "ssl-run"),
+        load_backbone(env / "ssl-vit"),
         task.dataset,
         image_size=32,
         batch_size=64,
@@ -130,7 +133,7 @@ def test_knn_matches_analysis_knn_on_the_same_features(env):
     test = task.indices("test")
     expected = knn_accuracy(features[bank], task.labels[bank], features[test], task.labels[test], k=20)
     assert _run(  # no --image-size: the exported run's 32 px from backbone.json
-        "knn", "--checkpoint", str(env / "ssl-run"), "--data", "phantom-ct", "--seeds", "2",
+        "knn", "--checkpoint", str(env / "ssl-vit"), "--data", "phantom-ct", "--seeds", "2",
         "--out", str(env / "knn-plain"), *FAST,
     ) == 0  # fmt: skip
     rows = _rows(env / "knn-plain")

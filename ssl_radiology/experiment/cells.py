@@ -132,7 +132,9 @@ def expand_cells(spec: ExperimentSpec, out: Path) -> list[Cell]:
             argv += ["--data", data]
         argv += ["--backbone", spec.backbone, "--image-size", str(spec.image_size), "--out", str(cell_out)]
         argv += _flag_args(analysis.args)
-        cells.append(Cell(cell_out.relative_to(out).as_posix(), "analyze", tuple(argv), cell_out, tuple(deps)))
+        cells.append(
+            Cell(cell_out.relative_to(out).as_posix(), "analyze", tuple(argv), cell_out, tuple(deps))
+        )
     return cells
 
 

@@ -16,7 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from ssl_radiology.errors import UserError
-from ssl_radiology.evaluation.compare import comparison_table, display_frame, gather, to_markdown, write_outputs
+from ssl_radiology.evaluation.compare import (
+    comparison_table,
+    display_frame,
+    gather,
+    to_markdown,
+    write_outputs,
+)
 from ssl_radiology.evaluation.stats import welch_p
 from ssl_radiology.experiment.cells import DONE_FILE, expand_cells
 from ssl_radiology.experiment.runner import Outcome
@@ -65,7 +71,9 @@ def summary_lines(rows: pd.DataFrame, table: pd.DataFrame, baseline: str) -> lis
         )
         if len(ranked) > 1:
             second = ranked.iloc[1]
-            values = rows[(rows["task"] == task) & (rows["protocol"] == protocol) & (rows["subset"] == subset)]
+            values = rows[
+                (rows["task"] == task) & (rows["protocol"] == protocol) & (rows["subset"] == subset)
+            ]
             values = values[values["metric"] == metric]
             a = values[values["name"] == best["name"]]["value"].to_numpy()
             b = values[values["name"] == second["name"]]["value"].to_numpy()
@@ -128,8 +136,11 @@ def write_report(spec: ExperimentSpec, out: Path, outcomes: Sequence[Outcome]) -
     """Write ``out/report.md`` (and ``out/report/comparison.{csv,md,png}``) from what exists on disk."""
     cells = expand_cells(spec, out)
     eval_dirs = [c.out for c in cells if c.stage == "eval" and (c.out / "results.csv").is_file()]
-    parts = [f"# {spec.name}: transfer study report\n", f"Experiment file: `{spec.source}`. Seeds: "
-             f"{', '.join(map(str, spec.seeds))}. Backbone: `{spec.backbone}` at {spec.image_size} px.\n"]
+    parts = [
+        f"# {spec.name}: transfer study report\n",
+        f"Experiment file: `{spec.source}`. Seeds: "
+        f"{', '.join(map(str, spec.seeds))}. Backbone: `{spec.backbone}` at {spec.image_size} px.\n",
+    ]
 
     timings = pd.DataFrame(
         [{"stage": o.cell.stage, "seconds": o.seconds} for o in outcomes if o.state == "done"]
@@ -137,7 +148,9 @@ def write_report(spec: ExperimentSpec, out: Path, outcomes: Sequence[Outcome]) -
     if not timings.empty:
         per_stage = timings.groupby("stage")["seconds"].sum()
         parts.append(
-            "This run: " + ", ".join(f"{stage} {sec / 60:.1f} min" for stage, sec in per_stage.items()) + ".\n"
+            "This run: "
+            + ", ".join(f"{stage} {sec / 60:.1f} min" for stage, sec in per_stage.items())
+            + ".\n"
         )
 
     if eval_dirs:

@@ -179,13 +179,17 @@ def load_spec(config: str, overrides: list[str] | tuple[str, ...] = ()) -> Exper
 
     baseline = str(raw.get("baseline", "random"))
     if inits and baseline not in init_names:
-        raise UserError(f"{where}: baseline '{baseline}' is not one of the inits ({', '.join(sorted(init_names))})")
+        raise UserError(
+            f"{where}: baseline '{baseline}' is not one of the inits ({', '.join(sorted(init_names))})"
+        )
 
     analyses = []
     for i, item in enumerate(raw.get("analyze") or []):
         kind = str(_require(item, "kind", f"{where}: analyze[{i}]"))
         if kind not in ANALYSES:
-            raise UserError(f"{where}: analyze[{i}]: unknown kind '{kind}' (choose from {', '.join(ANALYSES)})")
+            raise UserError(
+                f"{where}: analyze[{i}]: unknown kind '{kind}' (choose from {', '.join(ANALYSES)})"
+            )
         names = tuple(str(n) for n in _as_tuple(_require(item, "inits", f"{where}: analyze[{i}]")))
         unknown = [n for n in names if n not in init_names]
         if unknown:

@@ -1,0 +1,168 @@
+"""The Lightning ``Trainer`` of a pre-training run: precision, DDP, logging, atomic checkpoints.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk and renamed over the
+target (``os.replace`` is atomic on POSIX), so a ``kill -9`` or a node failure during a save leaves the
+previous ``last.ckpt`` intact and loadable.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.plugins.io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from ssl_radiology.training.callbacks import CollapseGuard, ExportBackbone, SamplerProgress, Throughput
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv``; a resumed run appends to it instead."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = next(csv.reader(fh), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``metrics.csv`` in the run directory, continued (not overwritten) by ``--resume``."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into ``<name>.tmp-XXXX`` beside the target, fsync, then rename over it."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``step=N.ckpt`` every N steps and ``last.ckpt``, plus both at the final step of a fit.
+
+    Lightning's ``ModelCheckpoint`` skips the end-of-fit save when ``last.ckpt`` was written at an earlier
+    step, which would make ``--resume`` repeat the steps after it. A fit that stops at ``max_steps`` is
+    saved at the end of its last batch, not in ``on_train_end``: by then Lightning has already counted
+    the unfinished epoch as processed, and resuming from there would start the next epoch's data.
+    """
+
+    def _save_final(self, trainer: L.Trainer) -> None:
+        if trainer.global_step != self._last_global_step_saved:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save_final(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.interrupted:
+            self._save_final(trainer)
+
+
+def _uses_gpu(accelerator: str) -> bool:
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def default_precision(accelerator: str) -> str:
+    """bf16 mixed precision on GPUs that support it, full fp32 elsewhere (CPU runs stay exact)."""
+    if _uses_gpu(accelerator) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_trainer(
+    run_dir: str | os.PathLike[str],
+    *,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    precision: str | None = None,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    clip_grad: float | None = None,
+    accumulate: int = 1,
+    log_every: int = 10,
+    debug_seen: bool = False,
+    collapse_guard: dict[str, Any] | None = None,
+) -> L.Trainer:
+    """Trainer writing ``metrics.csv``, ``checkpoints/step=N.ckpt`` (last ``keep_checkpoints``) and
+    ``checkpoints/last.ckpt`` under ``run_dir``; DDP when more than one device or node."""
+    run_dir = Path(run_dir)
+    many = num_nodes > 1 or (isinstance(devices, int) and devices > 1) or devices == -1
+    checkpoints = RunCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="{step}",
+        every_n_train_steps=max(int(checkpoint_every), 1),
+        save_top_k=int(keep_checkpoints),
+        monitor="step",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy="ddp" if many else "auto",
+        precision=precision or default_precision(accelerator),  # type: ignore[arg-type]
+        max_steps=max_steps,
+        max_epochs=max_epochs if max_epochs is not None else (-1 if max_steps > 0 else None),
+        gradient_clip_val=clip_grad,
+        accumulate_grad_batches=accumulate,
+        logger=ResumableCSVLogger(save_dir=run_dir, name="", version=""),
+        log_every_n_steps=log_every,
+        callbacks=[
+            SamplerProgress(run_dir if debug_seen else None),
+            CollapseGuard(**(collapse_guard or {})),
+            Throughput(),
+            ExportBackbone(run_dir),
+            checkpoints,
+        ],
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # MixedSampler shards itself
+        deterministic=True if not _uses_gpu(accelerator) else "warn",
+        benchmark=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+    )

@@ -25,7 +25,9 @@ def config_root() -> Path:
     env = os.environ.get("SSL_RAD_CONFIGS")
     root = Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
     if not root.is_dir():
-        raise UserError(f"configs folder not found at {root}; set SSL_RAD_CONFIGS to the repository's configs/")
+        raise UserError(
+            f"configs folder not found at {root}; set SSL_RAD_CONFIGS to the repository's configs/"
+        )
     return root
 
 
@@ -79,7 +81,9 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     return merged  # type: ignore[return-value]
 
 
-def compose(groups: Mapping[str, str], overrides: Iterable[str] = (), base: Mapping | None = None) -> DictConfig:
+def compose(
+    groups: Mapping[str, str], overrides: Iterable[str] = (), base: Mapping | None = None
+) -> DictConfig:
     """Compose groups (each under its own key), then ``base`` values, then the dotted overrides."""
     cfg = OmegaConf.create({group: load_group(group, name) for group, name in groups.items()})
     if base:

@@ -30,4 +30,6 @@ def require_module(module: str, feature: str, package: str | None = None) -> Non
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise UserError(f"{feature} needs the optional package '{package or module}': pip install {package or module}")
+        raise UserError(
+            f"{feature} needs the optional package '{package or module}': pip install {package or module}"
+        )

@@ -211,3 +211,13 @@ def test_domains_split_by_modality_and_name_shared_labels_by_source(corpus):
     assert twice.counts() == {f"CT slices ({corpus.phantom})": 3, f"CT slices ({corpus.task})": 3, "X-ray": 3}
     first = sample.dataset[0]
     assert first["image"].shape == (1, 32, 32) and first["modality"] in {"CT", "CR", "DX", "OT"}
+
+
+def test_modality_selector_restricts_a_mixed_source(corpus):
+    from ssl_radiology.analysis.pipeline import sample_domains
+
+    ct_only = sample_domains([f"{corpus.phantom}:CT"], 32, max_per_domain=1000, seed=0)
+    assert set(ct_only.counts()) == {"CT slices"}
+    both = sample_domains([str(corpus.phantom)], 32, max_per_domain=1000, seed=0)
+    assert both.counts()["CT slices"] == ct_only.counts()["CT slices"] and "X-ray" in both.counts()
+    assert ct_only.fingerprint != both.fingerprint

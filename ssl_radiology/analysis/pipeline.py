@@ -127,23 +127,26 @@ def slug(name: str) -> str:
 # --------------------------------------------------------------------------------------------- data
 
 
-def _is_source(name: str) -> bool:
+def _is_source(entry: str) -> bool:
     from ssl_radiology.config import available
     from ssl_radiology.data.prepare import INFO_FILE
+    from ssl_radiology.data.sources import split_selector
 
+    name, _ = split_selector(entry)
     return name in available("data") or (Path(name).expanduser() / INFO_FILE).is_file()
 
 
-def _source_part(name: str) -> tuple[Dataset, list[str], Any, str]:
-    """(dataset, modalities, identity for the fingerprint, kind) of an unlabelled source."""
+def _source_part(entry: str) -> tuple[Dataset, list[str], Any, str]:
+    """(dataset, modalities, identity for the fingerprint, kind) of an unlabelled source (``NAME[:MODALITY]``)."""
     from ssl_radiology.config import available, load_group
-    from ssl_radiology.data.prepared import PreparedDataset, read_info
-    from ssl_radiology.data.sources import resolve_source
+    from ssl_radiology.data.prepared import read_info
+    from ssl_radiology.data.sources import open_source, split_selector
 
-    folder = resolve_source(name)
-    dataset = PreparedDataset(folder)
+    name, modalities = split_selector(entry)
+    dataset = open_source(entry)
     kind = str(load_group("data", name).get("kind")) if name in available("data") else "folder"
-    return dataset, dataset.manifest["modality"].astype(str).tolist(), read_info(folder), kind
+    identity = {"info": read_info(dataset.root), "modalities": modalities}
+    return dataset, dataset.manifest["modality"].astype(str).tolist(), identity, kind
 
 
 def _task_part(name: str, image_size: int) -> tuple[Dataset, list[str], Any, str]:

@@ -11,7 +11,9 @@ from ssl_radiology.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="experiment YAML (path or name under configs/experiment/)")
     parser.add_argument("--out", type=Path, help="output folder (default: experiments/<name>)")
-    parser.add_argument("--only", metavar="PATTERN", help="run only cells whose id matches (and what they need)")
+    parser.add_argument(
+        "--only", metavar="PATTERN", help="run only cells whose id matches (and what they need)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the YAML")
 
@@ -28,5 +30,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {out / 'report.md'}")
     if bad:
         lines = "\n".join(f"  {o.cell.id}: {o.error}" for o in bad)
-        raise UserError(f"{len(bad)} cell(s) did not finish (run the same command again to retry them):\n{lines}")
+        raise UserError(
+            f"{len(bad)} cell(s) did not finish (run the same command again to retry them):\n{lines}"
+        )
     return 0

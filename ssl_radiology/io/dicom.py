@@ -8,7 +8,7 @@ Pixel values:
   Shared) Functional Groups' Pixel Value Transformation Sequence, which ``apply_modality_lut`` ignores.
 - plain uncompressed (little-endian, single-frame, 8/16-bit) files skip ``pixel_array``:
   :func:`native_pixels` views the Pixel Data bytes and rescales them with values bit-identical to the
-  general path (a 512² CT slice reads ~2.5× faster; see its docstring and docs/benchmarks/ingest.md).
+  general path (a 512² CT slice reads ~2.5× faster; see its docstring and docs/benchmarks.md).
 - no VOI LUT / window is applied: windowing happens late, in the training transforms.
 - every modality except the quantitative ones (CT, PT) is made "higher = brighter": MONOCHROME1, or a
   Presentation LUT Shape of INVERSE, is inverted within the range that the *stored* values can take after

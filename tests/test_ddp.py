@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
-import yaml
+from conftest import PRETRAIN_PHANTOM, copy_configs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,20 +21,7 @@ def test_two_cpu_processes_see_disjoint_samples_and_end_in_sync(tmp_path_factory
     base = tmp_path_factory.getbasetemp()
     configs = base / "pretrain-configs"
     if not configs.exists():
-        shutil.copytree(REPO / "configs", configs)
-        (configs / "data" / "phantom.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "kind": "phantom",
-                    "cases": 2,
-                    "seed": 0,
-                    "ct_size": 64,
-                    "xray_size": 64,
-                    "image_size": 64,
-                    "workers": 1,
-                }
-            )
-        )
+        copy_configs(configs, {"phantom": PRETRAIN_PHANTOM})
     env = {**os.environ, "SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "pretrain-cache")}
     run = tmp_path / "ddp"
     cmd = [

@@ -84,3 +84,10 @@ def test_summary_and_welch_match_scipy():
     assert welch_p(a, b) == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
     one = summarize([0.5])
     assert one.n == 1 and np.isnan(one.std) and np.isnan(welch_p([0.5], b))
+
+
+def test_welch_is_undefined_when_no_condition_varies_across_seeds():
+    # kNN of two fixed checkpoints on all data: the same value for every seed is not evidence of anything
+    assert np.isnan(welch_p([0.66, 0.66, 0.66], [0.62, 0.62, 0.62]))
+    # one varying side (e.g. random init, re-drawn per seed) is a legitimate one-sample-like comparison
+    assert welch_p([0.66, 0.66, 0.66], [0.60, 0.62, 0.61]) < 0.05

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import PRETRAIN_PHANTOM, copy_configs
 
 from ssl_radiology.cli import main
 
@@ -43,20 +43,7 @@ def phantom_env(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     configs = base / "pretrain-configs"
     if not configs.exists():
-        shutil.copytree(REPO / "configs", configs)
-        (configs / "data" / "phantom.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "kind": "phantom",
-                    "cases": 2,
-                    "seed": 0,
-                    "ct_size": 64,
-                    "xray_size": 64,
-                    "image_size": 64,
-                    "workers": 1,
-                }
-            )
-        )
+        copy_configs(configs, {"phantom": PRETRAIN_PHANTOM})
     env = {"SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "pretrain-cache")}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)

@@ -38,10 +38,14 @@ def summarize(values: np.ndarray | list[float], level: float = 0.95) -> Summary:
 
 
 def welch_p(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
-    """Two-sided Welch's t-test p-value; NaN when either side has fewer than two values."""
+    """Two-sided Welch's t-test p-value; NaN when either side has fewer than two values or neither varies."""
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     if x.size < 2 or y.size < 2:
+        return float("nan")
+    if np.ptp(x) == 0 and np.ptp(y) == 0:
+        # Both conditions gave the same value for every seed (e.g. kNN of a fixed checkpoint on all data):
+        # the seeds are not independent samples, so there is nothing to test; t would be infinite.
         return float("nan")
     return float(stats.ttest_ind(x, y, equal_var=False).pvalue)

@@ -30,11 +30,15 @@ from ssl_radiology.experiment.spec import ExperimentSpec
 
 #: the metric a study is judged by, per task kind, in order of preference
 HEADLINE_METRICS = ("accuracy", "auroc_mean")
+#: the protocol variants the summary reports (the full table keeps every k and both linear heads)
+HEADLINE_PROTOCOLS = ("knn-k20", "linear-logreg", "finetune")
 SIGNIFICANCE = 0.05
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the first headline metric each (protocol, task, subset) reports."""
+    """Rows of the first headline metric each headline (protocol, task, subset) reports."""
+    if table["protocol"].isin(HEADLINE_PROTOCOLS).any():
+        table = table[table["protocol"].isin(HEADLINE_PROTOCOLS)]
     keep = []
     for _, cell in table.groupby(["protocol", "task", "subset"], sort=True):
         metric = next((m for m in HEADLINE_METRICS if m in set(cell["metric"])), None)
@@ -52,7 +56,7 @@ def _subset_words(subset: str) -> str:
 
 def _p_words(p: float) -> str:
     if math.isnan(p):
-        return "no test possible (fewer than 2 seeds)"
+        return "no test: fewer than 2 seeds, or no condition varies across seeds"
     verdict = "significant" if p < SIGNIFICANCE else "not significant"
     return f"Welch p = {p:.3g}, {verdict}"
 
@@ -132,6 +136,18 @@ def _analysis_section(spec: ExperimentSpec, out: Path) -> list[str]:
     return lines
 
 
+def _cell_seconds(cells) -> list[dict]:
+    """Seconds each finished cell took, from its ``cell.json`` (also for cells skipped in this run)."""
+    records = []
+    for cell in cells:
+        try:
+            seconds = float(json.loads((cell.out / DONE_FILE).read_text())["seconds"])
+        except (OSError, ValueError, KeyError):
+            continue
+        records.append({"stage": cell.stage, "seconds": seconds})
+    return records
+
+
 def write_report(spec: ExperimentSpec, out: Path, outcomes: Sequence[Outcome]) -> Path:
     """Write ``out/report.md`` (and ``out/report/comparison.{csv,md,png}``) from what exists on disk."""
     cells = expand_cells(spec, out)
@@ -142,15 +158,13 @@ def write_report(spec: ExperimentSpec, out: Path, outcomes: Sequence[Outcome]) -
         f"{', '.join(map(str, spec.seeds))}. Backbone: `{spec.backbone}` at {spec.image_size} px.\n",
     ]
 
-    timings = pd.DataFrame(
-        [{"stage": o.cell.stage, "seconds": o.seconds} for o in outcomes if o.state == "done"]
-    )
+    timings = pd.DataFrame(_cell_seconds(cells))
     if not timings.empty:
-        per_stage = timings.groupby("stage")["seconds"].sum()
+        per_stage = timings.groupby("stage", sort=False)["seconds"].sum()
         parts.append(
-            "This run: "
+            "Compute time of the cells (summed over runs, resumed ones included): "
             + ", ".join(f"{stage} {sec / 60:.1f} min" for stage, sec in per_stage.items())
-            + ".\n"
+            + f"; total {timings['seconds'].sum() / 60:.1f} min.\n"
         )
 
     if eval_dirs:

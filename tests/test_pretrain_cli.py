@@ -173,3 +173,19 @@ def test_existing_run_needs_resume(phantom_env, tmp_path, capsys):
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert main(argv("dino", run)) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_optional_logger_missing_or_unknown_fails_before_any_work(phantom_env, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a, **k: None if name == "wandb" else real(name, *a, **k)
+    )
+    assert main([*argv("dino", tmp_path / "w"), "train.loggers=[csv,wandb]"]) == 2
+    assert (
+        "train.loggers=wandb needs the optional package 'wandb': pip install wandb" in capsys.readouterr().err
+    )
+    assert main([*argv("dino", tmp_path / "n"), "train.loggers=[neptune]"]) == 2
+    assert "unknown logger 'neptune'" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "checkpoints").exists()

@@ -56,5 +56,6 @@ def test_readme_command_parses(command: str) -> None:
     parser = argparse.ArgumentParser(prog=f"ssl-rad {argv[0]}", exit_on_error=False)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    if argv[0] == "pretrain" and args.overrides:  # override keys must exist in the method's config
-        compose({"method": args.method}, args.overrides)
+    method_overrides = [o for o in getattr(args, "overrides", []) if o.startswith("method.")]
+    if argv[0] == "pretrain" and method_overrides:  # override keys must exist in the method's config
+        compose({"method": args.method}, method_overrides)

@@ -35,6 +35,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "keep_checkpoints": 3,
     "accumulate": 1,
     "log_every": 10,
+    "loggers": ["csv"],  # add tensorboard / wandb / mlflow (their packages are optional)
     "epoch_length": None,  # samples per epoch; None = every slice of every source once
     "debug_seen": False,  # write RUN_DIR/seen_rank{r}.txt with the indices each rank trained on
     "collapse_guard": {"min_std": 0.05, "every_n_steps": 50, "grace_steps": 100},
@@ -180,12 +181,13 @@ def run(args: argparse.Namespace) -> int:
     from ssl_radiology.methods import create_method, view_settings
     from ssl_radiology.models.backbones import patch_size_of
     from ssl_radiology.training.data import PretrainData
-    from ssl_radiology.training.trainer import build_trainer
+    from ssl_radiology.training.trainer import build_trainer, check_loggers
 
     settings: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)  # type: ignore[assignment]
     train: dict[str, Any] = OmegaConf.to_container(cfg.train, resolve=True)  # type: ignore[assignment]
     L.seed_everything(int(args.seed), workers=True, verbose=False)
     module = create_method(settings["name"], settings)  # validates backbone / sizes before any data work
+    check_loggers(list(train["loggers"]))
     data = PretrainData(
         [open_source(src) for src in train["data"]],
         view_settings(settings, patch_size_of(settings["backbone"])),
@@ -210,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         log_every=int(train["log_every"]),
         debug_seen=bool(train["debug_seen"]),
         collapse_guard=train["collapse_guard"],
+        loggers=list(train["loggers"]),
     )
     module.schedule_steps = train["max_steps"]  # type: ignore[assignment]
     if trainer.is_global_zero:

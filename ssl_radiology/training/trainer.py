@@ -11,6 +11,7 @@ import csv
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from ssl_radiology.errors import UserError, require_module
 from ssl_radiology.training.callbacks import CollapseGuard, ExportBackbone, SamplerProgress, Throughput
 
 
@@ -32,6 +34,44 @@ class _AppendingWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
                 self.metrics_keys = next(csv.reader(fh), [])
+
+
+#: optional experiment trackers: name -> (module to import, pip package); metrics.csv is always written
+OPTIONAL_LOGGERS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+
+
+def check_loggers(names: Sequence[str]) -> None:
+    """Fail before any work on an unknown logger or one whose package is not installed."""
+    for name in names:
+        if name == "csv":
+            continue
+        if name not in OPTIONAL_LOGGERS:
+            raise UserError(
+                f"train.loggers: unknown logger '{name}' (choose from csv, {', '.join(OPTIONAL_LOGGERS)})"
+            )
+        module, package = OPTIONAL_LOGGERS[name]
+        require_module(module, f"train.loggers={name}", package)
+
+
+def make_loggers(run_dir: Path, names: Sequence[str]) -> list:
+    """``metrics.csv`` (resumable) plus the optional trackers named in ``train.loggers``."""
+    from lightning.pytorch import loggers as pl_loggers
+
+    check_loggers(names)
+    made: list = [ResumableCSVLogger(save_dir=run_dir, name="", version="")]
+    if "tensorboard" in names:
+        made.append(pl_loggers.TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+    if "wandb" in names:
+        made.append(pl_loggers.WandbLogger(save_dir=str(run_dir), project="ssl-radiology", name=run_dir.name))
+    if "mlflow" in names:
+        made.append(
+            pl_loggers.MLFlowLogger(experiment_name="ssl-radiology", save_dir=str(run_dir / "mlruns"))
+        )
+    return made
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -122,6 +162,7 @@ def build_trainer(
     log_every: int = 10,
     debug_seen: bool = False,
     collapse_guard: dict[str, Any] | None = None,
+    loggers: Sequence[str] = ("csv",),
 ) -> L.Trainer:
     """Trainer writing ``metrics.csv``, ``checkpoints/step=N.ckpt`` (last ``keep_checkpoints``) and
     ``checkpoints/last.ckpt`` under ``run_dir``; DDP when more than one device or node."""
@@ -148,7 +189,7 @@ def build_trainer(
         max_epochs=max_epochs if max_epochs is not None else (-1 if max_steps > 0 else None),
         gradient_clip_val=clip_grad,
         accumulate_grad_batches=accumulate,
-        logger=ResumableCSVLogger(save_dir=run_dir, name="", version=""),
+        logger=make_loggers(run_dir, loggers),
         log_every_n_steps=log_every,
         callbacks=[
             SamplerProgress(run_dir if debug_seen else None),

@@ -148,7 +148,7 @@ def test_export_round_trip_through_ours_and_plain_timm(tmp_path):
         torch.testing.assert_close(loaded.eval()(x), model(x))
     plain = timm.create_model(
         VIT,
-        pretrained=True,
+        pretrained=True,  # offline-ok: timm reads the local file given in pretrained_cfg_overlay
         in_chans=1,
         num_classes=0,
         img_size=32,

@@ -20,9 +20,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from ssl_radiology.data.phantom_dicom import CT_STORAGE, CTGeometry, Identity, write_ct_series
-from ssl_radiology.data.prepare import fit_to_square, resize_weights, to_stored
+from ssl_radiology.data.pixels import fit_to_square, resize_weights, to_stored
 from ssl_radiology.io import read_slices
-from ssl_radiology.io.dicom import _lut_frames, native_pixels, read_dataset
+from ssl_radiology.io.dicom import read_dataset
+from ssl_radiology.io.dicom_pixels import FrameGroups, declared_shape, lut_frames, native_pixels
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 # A real MONOCHROME1 computed radiograph, 12-bit unsigned, Rescale Slope 0.684 / Intercept 200.
@@ -31,9 +32,7 @@ CR_MONO1 = str(Path(CT_SMALL).parent / "dicomdirtests" / "77654033" / "CR1" / "6
 
 def _general(ds: Dataset, invert: bool) -> np.ndarray:
     """The general path (pydicom decoders + apply_modality_lut), which the fast path must reproduce."""
-    from ssl_radiology.io.dicom import _FrameGroups
-
-    [pixels] = _lut_frames(ds, "test.dcm", _FrameGroups(ds), invert)
+    [pixels] = lut_frames(ds, "test.dcm", FrameGroups(ds), invert, declared_shape(ds, "test.dcm"))
     return pixels
 
 

@@ -102,7 +102,7 @@ def test_nibabel_example_volume_is_read_in_ras():
 
 def test_four_d_and_broken_nifti_are_refused(tmp_path):
     four_d = Path(data_path) / "example4d.nii.gz"
-    with pytest.raises(ReadError, match=r"example4d\.nii\.gz: NIfTI of shape .*only 3-D"):
+    with pytest.raises(ReadError, match=r"example4d\.nii\.gz: volume of shape .*only 3-D"):
         read_slices(four_d)
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(four_d.read_bytes()[:200])

@@ -20,13 +20,19 @@ from torch.utils.data import DataLoader, DistributedSampler
 import ssl_radiology.io
 from ssl_radiology.cli import main
 from ssl_radiology.data import PreparedDataset, prepare_dataset
-from ssl_radiology.data.prepare import MANIFEST_COLUMNS
+from ssl_radiology.data.keys import file_key
+from ssl_radiology.data.layout import MANIFEST_COLUMNS
 from ssl_radiology.errors import UserError
 
 
 @pytest.fixture(autouse=True)
-def _no_salt_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fixed_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSL_RAD_SALT", raising=False)
+    monkeypatch.setenv("SSL_RAD_KEY", "test-installation-key")
+
+
+def keyed(*rels: str) -> list[str]:
+    return [file_key(rel) for rel in rels]
 
 
 @pytest.fixture
@@ -43,9 +49,9 @@ def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = ssl_radiology.io.read_slices
 
-    def counting(path, modality=None):
+    def counting(path, modality=None, **options):
         calls.append(Path(path).name)
-        return real(path, modality)
+        return real(path, modality, **options)
 
     monkeypatch.setattr(ssl_radiology.io, "read_slices", counting)
     return calls
@@ -58,10 +64,11 @@ def test_ct_round_trip_keeps_hu_geometry_and_manifest(ct_source: Path, tmp_path:
     ds = PreparedDataset(out)
     assert len(ds) == 5 and list(ds.manifest.columns) == MANIFEST_COLUMNS
     m = ds.manifest
-    assert m["source"].tolist() == [f"case1/IM00{k}.dcm" for k in range(3)] + [
-        f"case2/IM00{k}.dcm" for k in range(2)
-    ]
-    assert m["patient_key"].nunique() == 2 and m.groupby("source")["series_key"].nunique().eq(1).all()
+    assert m["file_key"].tolist() == keyed(
+        *[f"case1/IM00{k}.dcm" for k in range(3)], "case2/IM000.dcm", "case2/IM001.dcm"
+    )
+    assert set(m["ext"]) == {".dcm"}
+    assert m["patient_key"].nunique() == 2 and m.groupby("file_key")["series_key"].nunique().eq(1).all()
     # 64 × 48 at 0.7 mm → longer side 32 px: 2× smaller, so 1.4 mm per pixel both ways
     assert np.allclose(m["spacing_row"], 1.4) and np.allclose(m["spacing_col"], 1.4)
     assert np.load(out / m["shard"][0], mmap_mode="r").dtype == np.int16
@@ -100,15 +107,14 @@ def test_bad_files_are_rejected_with_reasons_and_never_abort(ct_source: Path, tm
     shutil.copy(get_testdata_file("SC_rgb_small_odd.dcm"), bad / "colour.dcm")
     summary = prepare_dataset(ct_source, tmp_path / "out", image_size=32, workers=1, progress=False)
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
-    assert list(rejected.columns[:2]) == ["path", "reason"]
-    reasons = dict(zip(rejected["path"], rejected["reason"], strict=True))
-    assert set(reasons) == {
-        f"bad/{n}" for n in ("truncated.dcm", "empty.dcm", "notes.dcm", "rtplan.dcm", "colour.dcm")
-    }
-    assert "empty" in reasons["bad/empty.dcm"]
-    assert "truncated" in reasons["bad/truncated.dcm"]
-    assert "RT" in reasons["bad/rtplan.dcm"]
-    assert "colour" in reasons["bad/colour.dcm"]
+    assert list(rejected.columns) == ["file_key", "ext", "root", "reason"]
+    reasons = dict(zip(rejected["file_key"], rejected["reason"], strict=True))
+    names = ("truncated.dcm", "empty.dcm", "notes.dcm", "rtplan.dcm", "colour.dcm")
+    assert set(reasons) == set(keyed(*[f"bad/{n}" for n in names]))
+    assert "empty" in reasons[file_key("bad/empty.dcm")]
+    assert "truncated" in reasons[file_key("bad/truncated.dcm")]
+    assert "RT" in reasons[file_key("bad/rtplan.dcm")]
+    assert "colour" in reasons[file_key("bad/colour.dcm")]
     assert (summary.slices, summary.rejected, summary.files) == (5, 5, 10)
     assert sum(summary.rejected_by_reason.values()) == 5
 
@@ -163,7 +169,7 @@ def test_changed_settings_or_foreign_folder_give_clear_errors(ct_source: Path, t
         prepare_dataset(ct_source, out, image_size=64, workers=1, salt="s1", progress=False)
     with pytest.raises(UserError, match="sources"):
         prepare_dataset([ct_source / "case1"], out, image_size=32, workers=1, salt="s1", progress=False)
-    with pytest.raises(UserError, match="different salt"):
+    with pytest.raises(UserError, match="different key"):
         prepare_dataset(ct_source, out, image_size=32, workers=1, salt="s2", progress=False)
     with pytest.raises(UserError, match="not empty"):
         prepare_dataset(ct_source, ct_source / "case1", image_size=32, workers=1, progress=False)
@@ -198,7 +204,7 @@ def test_same_salt_gives_same_keys_and_two_workers_match_one(ct_source: Path, tm
     )
     assert one.slices == two.slices == 5
     a, b = PreparedDataset(one.out), PreparedDataset(two.out)
-    cols = ["source", "patient_key", "study_key", "series_key", "spacing_row"]
+    cols = ["file_key", "patient_key", "study_key", "series_key", "spacing_row"]
     pd.testing.assert_frame_equal(a.manifest[cols], b.manifest[cols])
     assert all(torch.equal(a[i]["image"], b[i]["image"]) for i in range(len(a)))
     other = prepare_dataset(ct_source, tmp_path / "other", image_size=32, workers=1, salt="t", progress=False)
@@ -210,7 +216,7 @@ def test_dataloader_workers_and_distributed_sampler_cover_disjoint_indices(
 ) -> None:
     prepare_dataset(ct_source, tmp_path / "out", image_size=32, workers=1, progress=False)
     ds = PreparedDataset(tmp_path / "out", indices=[0, 1, 2, 3])
-    assert ds.manifest["source"].tolist()[-1] == "case2/IM000.dcm"
+    assert ds.manifest["file_key"].tolist()[-1] == file_key("case2/IM000.dcm")
     seen = []
     for rank in (0, 1):
         sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
@@ -259,11 +265,11 @@ import time
 import ssl_radiology.io as io
 from ssl_radiology.data import prepare_dataset
 real, seen = io.read_slices, []
-def slow(path, modality=None):
+def slow(path, modality=None, **options):
     seen.append(path)
     if len(seen) > 2:
         time.sleep(30)
-    return real(path, modality)
+    return real(path, modality, **options)
 io.read_slices = slow
 prepare_dataset({str(ct_source)!r}, {str(out)!r}, image_size=64, workers=1, chunk_files=2, progress=False)
 """  # image_size 64 = the files' own size: no resize, so the subprocess starts without importing torch
@@ -281,3 +287,59 @@ prepare_dataset({str(ct_source)!r}, {str(out)!r}, image_size=64, workers=1, chun
         PreparedDataset(out)
     summary = prepare_dataset(ct_source, out, image_size=64, workers=1, chunk_files=2, progress=False)
     assert len(count_reads) == 3 and summary.chunks_processed == 2 and len(PreparedDataset(out)) == 5
+
+
+def test_keep_paths_writes_the_map_with_a_warning_and_only_on_request(
+    ct_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = [
+        "prepare",
+        str(ct_source),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    assert main(argv) == 0 and not (out / "paths.csv").exists()
+    assert main([*argv, "--keep-paths"]) == 0  # on a finished dataset too: nothing is decoded again
+    assert "warning: " in capsys.readouterr().err
+    paths = pd.read_csv(out / "paths.csv")
+    manifest = PreparedDataset(out).manifest
+    assert (
+        dict(zip(paths["file_key"], paths["path"], strict=True))[manifest["file_key"][0]] == "case1/IM000.dcm"
+    )
+
+
+def _folder_patient(rel: str, sl: object) -> tuple[str | None, str | None]:
+    """A dataset-specific identity (as CheXpert's patient folder): module level, so workers can unpickle it."""
+    parts = rel.split("/")
+    return (f"toy/{parts[0]}", f"toy/{parts[0]}/{parts[1]}") if len(parts) > 2 else (None, None)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_identify_gives_dataset_patient_keys_and_include_filters_files(tmp_path: Path, workers: int) -> None:
+    from PIL import Image
+
+    from ssl_radiology.data.keys import patient_key, study_key
+
+    src = tmp_path / "src"
+    gradient = (np.arange(64 * 48).reshape(64, 48) % 251).astype(np.uint8)
+    for rel in ("p1/s1/a.png", "p1/s2/b.png", "p2/s1/c.png", "p2/s1/test_only.png", "loose.png"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gradient).save(src / rel)
+    summary = prepare_dataset(
+        src, tmp_path / "out", image_size=32, workers=workers, progress=False, chunk_files=2,
+        identify=_folder_patient, include=lambda rel: "test_only" not in rel,
+    )  # fmt: skip
+    assert summary.files == 4 and summary.slices == 4 and summary.rejected == 0
+    m = PreparedDataset(tmp_path / "out").manifest.set_index("file_key")
+    assert m.loc[file_key("p1/s1/a.png"), "patient_key"] == patient_key("toy/p1")
+    assert m.loc[file_key("p1/s2/b.png"), "study_key"] == study_key("toy/p1/s2")
+    assert m.loc[file_key("p2/s1/c.png"), "patient_key"] == patient_key("toy/p2")
+    assert m.loc[file_key("loose.png"), "patient_key"] == patient_key(
+        "path:loose"
+    )  # no IDs: the path stands in

@@ -9,7 +9,11 @@ Writes ``--files`` uncompressed 512² CT DICOMs (synthetic body + noise, pydicom
    one warm-up call on a single file first, as MONAI gets one: imports are not per-file work);
 5. ``PreparedDataset`` random-order reads (slices/s) — what a training loader pays per sample;
 6. the same slices as WebDataset tar shards, streamed sequentially (slices/s; a tar stream cannot
-   random-access, so a global shuffle needs a shuffle buffer instead).
+   random-access, so a global shuffle needs a shuffle buffer instead);
+7. compiled DICOM parsers, when installed (``dicomsdl``, ``python-gdcm``): files/s for header + HU pixels,
+   the per-file cost split (header parse vs pixels) against pydicom, and **exactness**: whether their
+   rescaled pixels are bit-identical to ``read_slices`` on the real pydicom test files the reader tests
+   use (compressed ones included). A compiled path may only replace pydicom where it is bit-identical.
 
 Usage: ``python scripts/bench/ingest.py [--files 200] [--size 256] [--reads 10000] [--stream 4000]``.
 Timings on a shared CPU are noisy: rates are printed per wall second and per CPU-second of the process;
@@ -176,6 +180,86 @@ def bench_webdataset(root: Path, tar_dir: Path, passes: int) -> Rate:
     return per_second(passes * len(ds), run)
 
 
+#: grayscale pydicom test files (shipped with pydicom, no download): uncompressed little / big endian, implicit
+#: VR, deflated, no file meta, RLE, JPEG-LS, JPEG 2000, JPEG extended; the CR is MONOCHROME1 (ours inverts it)
+EXACTNESS_FILES = (
+    "CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_expb.dcm",
+    "MR_small_padded.dcm", "ExplVR_BigEnd.dcm", "image_dfl.dcm", "no_meta.dcm", "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_16.dcm", "MR_small_jp2klossless.dcm", "JPEG2000.dcm",
+    "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "JPGExtended.dcm", "dicomdirtests/77654033/CR1/6154",
+)  # fmt: skip
+
+
+def _dicomsdl_hu(path: Path) -> np.ndarray:
+    import dicomsdl
+
+    dcm = dicomsdl.open(str(path))
+    _ = [getattr(dcm, k) for k in ("Modality", "PatientID", "StudyInstanceUID", "SeriesInstanceUID")]
+    _ = [getattr(dcm, k) for k in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")]
+    return dcm.pixelData()  # float32 after Rescale Slope / Intercept
+
+
+def _gdcm_hu(path: Path) -> np.ndarray:
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise ValueError("gdcm cannot read it")
+    image = reader.GetImage()
+    dims = [image.GetDimension(i) for i in range(image.GetNumberOfDimensions())][::-1]
+    fmt = image.GetPixelFormat()
+    kind = {0: "u1", 1: "i1", 2: "u2", 3: "i2", 4: "u2", 5: "i2", 8: "u4", 9: "i4"}[fmt.GetScalarType()]
+    stored = np.frombuffer(image.GetBuffer().encode("utf-8", "surrogateescape"), dtype=kind).reshape(dims)
+    return (stored.astype(np.float64) * image.GetSlope() + image.GetIntercept()).astype(np.float32)
+
+
+def compiled_parsers() -> dict[str, Callable[[Path], np.ndarray]]:
+    """The compiled DICOM parsers installed here (none is a dependency of the project)."""
+    import importlib.util
+
+    found = {}
+    if importlib.util.find_spec("dicomsdl"):
+        found["dicomsdl"] = _dicomsdl_hu
+    if importlib.util.find_spec("gdcm"):
+        found["python-gdcm"] = _gdcm_hu
+    return found
+
+
+def exactness(decode: Callable[[Path], np.ndarray]) -> dict[str, str]:
+    """Per test file: "identical", "differs (max |d|)", "refused by ours" or the parser's failure."""
+    from pydicom.data import get_testdata_file
+
+    from ssl_radiology.io import ReadError, read_slices
+
+    verdicts = {}
+    for name in EXACTNESS_FILES:
+        path = Path(get_testdata_file("CT_small.dcm")).parent / name
+        try:
+            ours = np.stack([s.pixels for s in read_slices(path)])
+        except ReadError:
+            verdicts[name] = "refused by ours"
+            continue
+        try:
+            theirs = np.asarray(decode(path), dtype=np.float32).reshape(ours.shape)
+        except Exception as exc:
+            verdicts[name] = f"fails ({type(exc).__name__})"
+            continue
+        same = np.array_equal(ours, theirs)
+        verdicts[name] = "identical" if same else f"differs (max |d| {np.abs(ours - theirs).max():g})"
+    return verdicts
+
+
+def bench_header(paths: list[Path]) -> Rate:
+    """pydicom's header parse alone (what 80 % of read_slices' per-file time goes to)."""
+
+    def run() -> None:
+        for path in paths:
+            _ = pydicom.dcmread(path, stop_before_pixels=True)
+
+    return per_second(len(paths), run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200, help="number of 512² CT DICOM files")
@@ -195,6 +279,11 @@ def main() -> None:
         prepare = bench_prepare(work / "dicom", work / "prepared", args.size, len(paths), work / "warm")
         reads = bench_prepared_reads(work / "prepared", args.reads)
         stream = bench_webdataset(work / "prepared", work / "wds", max(1, args.stream // len(paths)))
+        header = bench_header(paths)
+        compiled = {
+            name: per_second(len(paths), lambda f=f: all(f(p) is not None for p in paths))
+            for name, f in compiled_parsers().items()
+        }
     print(
         f"{args.files} uncompressed 512² CT DICOM files, prepared at {args.size}², one process, 1 torch thread"
     )
@@ -204,6 +293,11 @@ def main() -> None:
     print(f"  prepare --workers 1             {prepare}  files (decode + resize + int16 + write)")
     print(f"  PreparedDataset random reads    {reads}  slices")
     print(f"  WebDataset tar, sequential      {stream}  slices (cannot random-access)")
+    print(f"  pydicom header only             {header}  files (dcmread stop_before_pixels)")
+    for name, rate in compiled.items():
+        print(
+            f"  {name + ' header + HU':31s} {rate}  files ({rate.cpu / reader.cpu:.2f}x read_slices per CPU-s)"
+        )
     print("ratios (wall / CPU):")
     print(
         f"  prepare / MONAI                 {prepare.wall / monai.wall:6.2f}x / {prepare.cpu / monai.cpu:6.2f}x (target >= 5x)"
@@ -220,6 +314,16 @@ def main() -> None:
     print(f"  PreparedDataset / raw pydicom   {reads.wall / raw.wall:6.1f}x / {reads.cpu / raw.cpu:6.1f}x")
     verdict = "yes" if reads.cpu >= 5000 else "NO"
     print(f"prepared reads >= 5000 slices per CPU-second (target): {verdict} ({reads.cpu:.0f})")
+    print(
+        f"per-file CPU cost of read_slices: {1e3 / reader.cpu:.2f} ms, of which pydicom header {1e3 / header.cpu:.2f} ms"
+    )
+    for name, decode in compiled_parsers().items():
+        verdicts = exactness(decode)
+        same = sum(v == "identical" for v in verdicts.values())
+        compared = sum(not v.startswith("refused") for v in verdicts.values())
+        print(f"exactness of {name} vs read_slices: {same} / {compared} test files bit-identical")
+        for file, verdict in verdicts.items():
+            print(f"    {file:32s} {verdict}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ _EXPORTS = {
     "open_source": "ssl_radiology.data.sources",
     "generate_phantom": "ssl_radiology.data.phantom",
     "hash_key": "ssl_radiology.data.keys",
+    "patient_key": "ssl_radiology.data.keys",
+    "file_key": "ssl_radiology.data.keys",
 }
 
 __all__ = sorted(_EXPORTS)

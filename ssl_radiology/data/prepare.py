@@ -1,75 +1,77 @@
 """``ssl-rad prepare``: decode DICOM / NIfTI / PNG sources once into fixed-size, memory-mapped slice shards.
 
+The work is split into modules with one job each: :mod:`.plan` (which paths, cut into numbered chunks and
+parts), :mod:`.decode` (one file → stored slices, in pool workers that die with their parent),
+:mod:`.pixels` (the geometry / value policy), :mod:`.assemble` (chunk and dataset files, checksums),
+:mod:`.layout` (file names and what makes a chunk trusted). This module checks the options, takes the
+locks and drives the chunks.
+
 Decisions (and why):
 
-* **Geometry.** Each slice is resized so that its *longer* side is ``image_size`` (aspect kept) and the
-  shorter side is padded, centred, with the background: -1024 HU for CT, 0 for everything else. Padding
-  rather than centre-cropping keeps the whole anatomy (a crop can cut off a lung apex or a lesion at the
-  edge). Resizing is bilinear with antialiasing, the filter of ``torch.nn.functional.interpolate(
-  antialias=True)``, done as two scipy.sparse products (:func:`fit_to_square`: ~0.45 ms for 512² → 256² on
-  one core, half of torch's time; PIL's triangle filter is slower still and scikit-image 6× slower).
-  ``spacing_row`` / ``spacing_col`` in the manifest are the mm per pixel *after* resizing.
-* **Values.** CT is stored as int16 HU clipped to [-1024, 3071] (the 12-bit CT range; air and metal beyond
-  it carry no tissue information). Every other modality has no absolute unit, so each image is stretched
-  min–max to 0..65535 and stored as uint16 (after the reader's MONOCHROME1 inversion, so higher = brighter);
-  an image without contrast (constant) is rejected because the stretch is undefined.
 * **Modality.** ``modality=`` is handed to the reader for files that carry none (PNG, NIfTI); it never
   overrides a DICOM's own Modality and does not filter (select modalities later with
   ``PreparedDataset(modality=...)``).
-* **Identifiers.** Patient / study / series ids are stored only as salted hashes (:mod:`.keys`). Files
-  without ids (PNG, NIfTI) get the hash of their source path relative to its SRC without the suffix
-  (``ct_nifti/CASE003.nii.gz`` → ``ct_nifti/CASE003``) as patient, study and series key: every slice of one
-  volume shares a key, and nothing else is known about who the patient is.
-* **Resumability.** The sorted list of input files is cut into fixed chunks (``chunk_files``). A chunk
-  writes its shards, then ``parts/chunk-XXXXX.parquet`` (its manifest rows), then ``parts/chunk-XXXXX.json``
-  (rejected files, a digest of its inputs' names/sizes/mtimes, the shard sizes): it counts as done only when
-  that JSON exists and still matches the inputs and shards on disk. Every file is written under a temporary
-  name and renamed, so a killed run leaves nothing that a later run or :class:`PreparedDataset` trusts;
-  ``manifest.parquet`` and a ``prepared.json`` with ``"complete": true`` appear only when all chunks are done.
+* **No identifiers in clear.** Keys are HMACs with the installation secret (:mod:`.keys`); the manifest and
+  ``rejected.csv`` hold a file key and a known extension instead of the path; rejection reasons are scrubbed
+  of paths. ``keep_paths`` writes the key → path map to ``paths.csv``, with a warning.
+* **Every path accounted for.** A path that cannot be read (unreadable folder, FIFO, broken or looping
+  link) is a ``rejected.csv`` row, like a file that does not decode.
+* **Resumable and verified.** A chunk counts as done only when its marker matches the inputs and the files
+  on disk; re-running re-checks sizes (all files) and the manifest, and redoes what is damaged;
+  ``verify=True`` compares every checksum. A killed run leaves nothing that a later run trusts.
+* **Options are checked before any work** (nothing is created for a bad option).
+* **Bounded memory.** Each file is refused before decoding when its header claims more than ``max_image_mb``
+  (default: available memory / workers / 4, :mod:`ssl_radiology.io.limits`).
+* **Sharded.** ``shard=(I, N)`` prepares only chunks ``c ≡ I (mod N)`` and leaves the dataset incomplete;
+  ``merge=True`` checks that every chunk is done and writes the dataset-wide files. Parts may run at the
+  same time on one folder (a shared file system): each holds its own lock; a full run or merge holds them all.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
+import contextlib
 import json
 import os
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import scipy.sparse
 from filelock import FileLock, Timeout
 
-from ssl_radiology.data import shards
-from ssl_radiology.data.keys import SALT_FILE, hash_key, resolve_salt, salt_fingerprint
+from ssl_radiology.data import keys, shards
+from ssl_radiology.data.assemble import dataset_damage, finalize, problem_result, write_chunk, write_paths
+from ssl_radiology.data.decode import FileResult, Identify, Job, executor_map
+from ssl_radiology.data.layout import (  # the file names are re-exported: callers know them from here
+    CHUNK_FILES,
+    FORMAT_VERSION,
+    INFO_FILE,
+    LOCK_FILE,
+    MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    MODALITIES,
+    REJECTED_FILE,
+    chunk_damage,
+    chunk_index,
+)
+from ssl_radiology.data.plan import Unit, chunked, digest, part_chunks, walk
 from ssl_radiology.errors import UserError
+from ssl_radiology.io.limits import MB, default_limit
 
-FORMAT_VERSION = 1
-CHUNK_FILES = 512
-CT_RANGE = (-1024, 3071)
-UINT16_MAX = 65535
-INFO_FILE = "prepared.json"
-MANIFEST_FILE = "manifest.parquet"
-REJECTED_FILE = "rejected.csv"
-LOCK_FILE = ".prepare.lock"
-MANIFEST_COLUMNS = [
-    "shard", "offset", "modality", "root", "source", "slice_index", "patient_key", "study_key",
-    "series_key", "spacing_row", "spacing_col", "sex", "age_band", "site",
+__all__ = [
+    "CHUNK_FILES", "FORMAT_VERSION", "INFO_FILE", "MANIFEST_COLUMNS", "MANIFEST_FILE", "MODALITIES",
+    "REJECTED_FILE", "PrepareSummary", "check_options", "prepare_dataset",
 ]  # fmt: skip
-MANIFEST_DTYPES = {"offset": "int64", "root": "int64", "slice_index": "int64"}
+_PART_LOCK = ".prepare-part-{}.lock"
+_SETUP_LOCK = ".prepare-setup.lock"
 
 
 @dataclass
 class PrepareSummary:
-    """What one ``prepare`` call produced (counts cover the whole dataset, resumed chunks included)."""
+    """What one ``prepare`` call produced (counts cover the whole dataset, resumed chunks included;
+    a ``--shard`` part leaves them 0 until ``--merge``)."""
 
     out: Path
     slices: int
@@ -79,270 +81,269 @@ class PrepareSummary:
     slices_by_modality: dict[str, int] = field(default_factory=dict)
     chunks: int = 0
     chunks_processed: int = 0
+    repaired: list[str] = field(default_factory=list)
+    complete: bool = True
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One input file, with everything a worker process needs to turn it into stored slices."""
+def check_options(
+    image_size: int, workers: int | None, modality: str | None, chunk_files: int, max_image_mb: float | None
+) -> None:
+    """Every option checked before any file or folder is touched."""
+    for value, name in ((image_size, "--image-size"), (chunk_files, "--chunk-files")):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{name} must be an integer, got {value!r}")
+    if image_size < 8:
+        raise UserError(f"--image-size must be at least 8 pixels, got {image_size}")
+    if chunk_files < 1:
+        raise UserError(f"--chunk-files must be at least 1, got {chunk_files}")
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise UserError(f"--workers must be 0 or more (0/1: decode in this process), got {workers!r}")
+    if modality is not None and modality not in MODALITIES:
+        raise UserError(f"--modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    if max_image_mb is not None and not max_image_mb > 0:
+        raise UserError(f"--max-image-mb must be a positive number of MB, got {max_image_mb!r}")
 
-    root: int
-    path: str
-    rel: str
-    image_size: int
-    modality: str | None
-    salt: str
+
+def prepare_dataset(
+    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    image_size: int = 256,
+    workers: int | None = None,
+    modality: str | None = None,
+    salt: str | None = None,
+    chunk_files: int = CHUNK_FILES,
+    progress: bool = True,
+    identify: Identify | None = None,
+    include: Callable[[str], bool] | None = None,
+    keep_paths: bool = False,
+    max_image_mb: float | None = None,
+    verify: bool = False,
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
+) -> PrepareSummary:
+    """Decode every file under ``sources`` into ``out`` (see the module docstring); resumes finished chunks.
+
+    ``workers``: decoder processes (default: the usable cores; 0 or 1 decode in-process). ``identify(rel,
+    slice) -> (patient_id, study_id)``: dataset-specific raw IDs (picklable; runs in workers). ``include(rel)``:
+    keep only files whose path relative to their source passes (runs here). ``salt``: a secret for this
+    dataset instead of the installation's (keys then not comparable with other datasets).
+    """
+    check_options(image_size, workers, modality, chunk_files, max_image_mb)
+    roots = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
+    if not roots:
+        raise UserError("prepare needs at least one source folder or file")
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing:
+        raise UserError(f"source not found: {', '.join(missing)}")
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    if shard is not None and merge:
+        raise UserError("--shard and --merge are two steps: run the parts first, then --merge")
+    workers = _available_cores() if workers is None else workers
+    secret, origin = keys.resolve_secret(salt)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "image_size": image_size,
+        "sources": [r.resolve().as_posix() for r in roots],
+        "modality": modality,
+        "chunk_files": chunk_files,
+        "key_fingerprint": keys.key_fingerprint(secret),
+        "key_origin": origin,
+    }
+    run = _Run(
+        roots=[r.resolve() for r in roots], out=out, config=config, secret=secret, workers=workers,
+        max_bytes=int(max_image_mb * MB) if max_image_mb else default_limit(workers), identify=identify,
+        include=include, keep_paths=keep_paths, verify=verify, shard=shard, merge=merge, progress=progress,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out, shard):
+        return run.execute()
 
 
 @dataclass
-class _FileResult:
-    root: int
-    rel: str
-    images: list[np.ndarray] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    reason: str | None = None
+class _Run:
+    roots: list[Path]
+    out: Path
+    config: dict[str, Any]
+    secret: str
+    workers: int
+    max_bytes: int
+    identify: Identify | None
+    include: Callable[[str], bool] | None
+    keep_paths: bool
+    verify: bool
+    shard: tuple[int, int] | None
+    merge: bool
+    progress: bool
 
-
-# ----------------------------------------------------------------------------------------------- pixels
-@functools.lru_cache(maxsize=64)
-def resize_weights(n_in: int, n_out: int) -> scipy.sparse.csr_matrix:
-    """(n_out × n_in) sparse matrix of antialiased bilinear (triangle filter) weights along one axis.
-
-    The same filter as ``torch.nn.functional.interpolate(mode="bilinear", antialias=True,
-    align_corners=False)``: output pixel ``i`` is centred at ``(i + 0.5) * scale`` input pixels, the
-    triangle is stretched by ``scale = n_in / n_out`` when shrinking (so it averages every input pixel it
-    covers: antialiasing) and is plain linear interpolation when enlarging; weights that fall outside the
-    image are dropped and the rest renormalised. The weights are computed in float64 (torch uses float32,
-    so results agree to ~1e-5 of the value; the tests pin the agreement). Cached: a corpus has few sizes.
-    """
-    scale = n_in / n_out
-    support = max(scale, 1.0)  # half-width of the triangle, in input pixels
-    centers = scale * (np.arange(n_out) + 0.5)
-    first = np.maximum((centers - support + 0.5).astype(np.int64), 0)
-    last = np.minimum((centers + support + 0.5).astype(np.int64), n_in)
-    taps = int((last - first).max())
-    columns = first[:, None] + np.arange(taps)[None, :]
-    weights = np.clip(1.0 - np.abs(columns - centers[:, None] + 0.5) / support, 0.0, None)
-    weights[columns >= last[:, None]] = 0.0
-    weights /= weights.sum(axis=1, keepdims=True)
-    matrix = scipy.sparse.csr_matrix(
-        (
-            weights.astype(np.float32).ravel(),
-            (np.repeat(np.arange(n_out), taps), np.minimum(columns, n_in - 1).ravel()),
-        ),
-        shape=(n_out, n_in),
-    )
-    matrix.eliminate_zeros()
-    return matrix
-
-
-def fit_to_square(pixels: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
-    """Resize (antialiased bilinear) so the longer side is ``size``; returns (image, row scale, col scale).
-
-    The result is *not* padded yet; callers pad with their background after converting the values, so
-    the padding never takes part in a min–max stretch. The resize is two sparse matrix products (rows,
-    then columns) with :func:`resize_weights`: each output pixel touches only the few inputs under its
-    filter, which takes half the time of torch's ``interpolate`` on one core (512² → 256²: ~0.45 vs ~1 ms)
-    and needs no torch in the worker processes.
-    """
-    rows, cols = pixels.shape
-    scale = size / max(rows, cols)
-    new_rows, new_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
-    if (new_rows, new_cols) == (rows, cols):
-        return np.array(pixels, dtype=np.float32), 1.0, 1.0  # a copy: callers convert it in place
-    vertical = resize_weights(rows, new_rows) @ np.ascontiguousarray(pixels, dtype=np.float32)
-    # scipy multiplies C-ordered rows only: transpose the (smaller) intermediate once, and hand back the
-    # result as a transposed view (callers convert and stack it, which copies anyway).
-    resized = resize_weights(cols, new_cols) @ np.ascontiguousarray(vertical.T)
-    return resized.T, new_rows / rows, new_cols / cols
-
-
-def pad_to_square(image: np.ndarray, size: int, background: float) -> np.ndarray:
-    """Centre ``image`` on a ``size``² canvas filled with ``background`` (same dtype)."""
-    if image.shape == (size, size):
-        return image
-    canvas = np.full((size, size), background, dtype=image.dtype)
-    top, left = (size - image.shape[0]) // 2, (size - image.shape[1]) // 2
-    canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
-    return canvas
-
-
-def to_stored(pixels: np.ndarray, modality: str, size: int) -> tuple[np.ndarray, float, float]:
-    """Physical values → the stored ``size``² int16 (CT, HU) or uint16 (others, 0..65535) image.
-
-    Non-finite values are looked for after resizing (4× fewer pixels at 512² → 256²): every input pixel
-    has a positive weight in some output pixel, so a NaN or infinity always reaches the resized image.
-    """
-    if pixels.ndim != 2 or min(pixels.shape) < 1:
-        raise ValueError(f"not a 2-D image (shape {pixels.shape})")
-    image, row_scale, col_scale = fit_to_square(pixels, size)
-    if not np.isfinite(image).all():
-        raise ValueError("non-finite pixel values")
-    if modality == "CT":
-        np.clip(image, *CT_RANGE, out=image)
-        # order="C": the resized image is a transposed view, and shards must stack C-ordered images (a
-        # mixed-order stack makes np.save fall back to slow chunked writing)
-        stored = np.rint(image, out=image).astype(np.int16, order="C")
-        return pad_to_square(stored, size, CT_RANGE[0]), row_scale, col_scale
-    low, high = float(image.min()), float(image.max())
-    if high <= low:
-        raise ValueError("constant image (no contrast to stretch)")
-    stretched = np.rint((image - low) * (UINT16_MAX / (high - low))).astype(np.uint16, order="C")
-    return pad_to_square(stretched, size, 0), row_scale, col_scale
-
-
-# ----------------------------------------------------------------------------------------------- workers
-def _path_key(rel: str) -> str:
-    """Stand-in identity for files without ids: the relative path without its (possibly double) suffix."""
-    name = rel
-    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npz"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _describe(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    if reason:
-        return str(reason)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _process_file(job: _Job) -> _FileResult:
-    """Decode one file into stored images + manifest rows; any failure becomes a reason, never an abort."""
-    from ssl_radiology.io import read_slices
-
-    result = _FileResult(root=job.root, rel=job.rel)
-    try:
-        slices = read_slices(job.path, modality=job.modality)
-        if not slices:
-            raise ValueError("no image slices")
-        fallback = hash_key(f"path:{_path_key(job.rel)}", job.salt)
-        for sl in slices:
-            modality = (sl.modality or job.modality or "OT").upper()
-            stored, row_scale, col_scale = to_stored(sl.pixels, modality, job.image_size)
-            spacing = sl.spacing or (float("nan"), float("nan"))
-            attrs = sl.attributes or {}
-            result.images.append(stored)
-            result.rows.append(
-                {
-                    "modality": modality,
-                    "root": job.root,
-                    "source": job.rel,
-                    "slice_index": int(sl.index),
-                    "patient_key": hash_key(sl.patient_id, job.salt) if sl.patient_id else fallback,
-                    "study_key": hash_key(sl.study_uid, job.salt) if sl.study_uid else fallback,
-                    "series_key": hash_key(sl.series_uid, job.salt) if sl.series_uid else fallback,
-                    "spacing_row": float(spacing[0]) / row_scale,
-                    "spacing_col": float(spacing[1]) / col_scale,
-                    "sex": attrs.get("sex") or None,
-                    "age_band": attrs.get("age_band") or None,
-                    "site": attrs.get("site") or None,
-                }
+    def execute(self) -> PrepareSummary:
+        out = self.out
+        previous = self._setup()
+        units = walk(self.roots, out, self.include)
+        if not units:
+            raise UserError(
+                f"no image files found under {', '.join(map(str, self.roots))} (DICOM, NIfTI, PNG, JPEG, TIFF)"
             )
-    except Exception as exc:  # one bad file must never abort a run of millions: record why and go on
-        return _FileResult(root=job.root, rel=job.rel, reason=_describe(exc))
-    return result
+        chunks = chunked(units, self.config["chunk_files"])
+        digests = [digest(chunk) for chunk in chunks]
+        mine = part_chunks(len(chunks), self.shard)
+        damaged = {i: chunk_damage(out, i, digests[i], self.verify) for i in mine}
+        pending = [i for i in mine if damaged[i]]
+        repaired = [why for why in damaged.values() if why and why not in ("not written", "inputs changed")]
+        if self.merge and pending:
+            raise UserError(_missing_parts(out, pending, len(chunks)))
+        dataset_problems = dataset_damage(out, previous, self.verify) if previous.get("complete") else []
+        if self.shard is None and not pending and previous.get("complete") and not dataset_problems:
+            if self.keep_paths:
+                write_paths(out, units, self.secret)
+            return self._summary(previous, len(chunks), 0, repaired)
+        if pending or self.shard is None:
+            self._mark_incomplete()
+        self._run_chunks(chunks, digests, pending)
+        if self.shard is not None:
+            shards.save_json(
+                out / "parts" / f"part-{self.shard[0]}-of-{self.shard[1]}.json", {"chunks": mine}
+            )
+            empty = {"slices": 0, "files": len(units), "rejected": 0, "complete": False}
+            return self._summary(empty, len(chunks), len(pending), repaired)
+        info = finalize(out, len(chunks), self.config, units, self.secret, self.keep_paths)
+        return self._summary(info, len(chunks), len(pending), repaired + dataset_problems)
 
+    def _setup(self) -> dict[str, Any]:
+        """Check or write the dataset's settings, once for all parts (under a short lock)."""
+        out = self.out
+        with FileLock(str(out / _SETUP_LOCK), timeout=120):
+            if (out / INFO_FILE).is_file():
+                previous = _check_config(out, self.config)
+            else:
+                _require_empty(out)
+                previous = {}
+                shards.save_json(out / INFO_FILE, {**self.config, "complete": False})
+            (out / "shards").mkdir(exist_ok=True)
+            (out / "parts").mkdir(exist_ok=True)
+        if self.shard is None:
+            shards.remove_temporaries(out)
+        else:  # only this part's leftovers: other parts may be writing theirs right now
+            index, count = self.shard
+            shards.remove_temporaries(
+                out, keep=lambda p: not (p.name.startswith("chunk-") and chunk_index(p) % count == index)
+            )
+        return previous
 
-# ----------------------------------------------------------------------------------------------- layout
-def _chunk_name(index: int) -> str:
-    return f"chunk-{index:05d}"
+    def _mark_incomplete(self) -> None:
+        with FileLock(str(self.out / _SETUP_LOCK), timeout=120):
+            shards.save_json(self.out / INFO_FILE, {**self.config, "complete": False})
+            (self.out / MANIFEST_FILE).unlink(missing_ok=True)
 
+    def _run_chunks(self, chunks: list[list[Unit]], digests: list[str], pending: list[int]) -> None:
+        """Decode pending chunks with a bounded look-ahead, writing each chunk as soon as its files are back."""
+        from tqdm import tqdm
 
-def _shard_path(out: Path, index: int, dtype: str) -> Path:
-    return out / "shards" / f"{_chunk_name(index)}-{dtype}.npy"
-
-
-def _marker_path(out: Path, index: int) -> Path:
-    return out / "parts" / f"{_chunk_name(index)}.json"
-
-
-def _rows_path(out: Path, index: int) -> Path:
-    return out / "parts" / f"{_chunk_name(index)}.parquet"
-
-
-def _walk(roots: Sequence[Path], out: Path) -> list[tuple[int, Path, str]]:
-    """(root index, file, path relative to its root) for every readable unit, in a deterministic order.
-
-    Files under ``out`` are skipped, so that ``--out`` may live inside a source folder.
-    """
-    from ssl_radiology.io import find_sources
-
-    units: list[tuple[int, Path, str]] = []
-    for index, root in enumerate(roots):
-        found = []
-        for path in find_sources(root):
-            if path.parts[: len(out.parts)] == out.parts:  # ``out`` or below (cheaper than path.parents)
-                continue
-            rel = path.name if root.is_file() else path.relative_to(root).as_posix()
-            found.append((index, path, rel))
-        units.extend(sorted(found, key=lambda unit: unit[2]))
-    return units
-
-
-def _digest(units: Sequence[tuple[int, Path, str]]) -> str:
-    """Identity of a chunk's inputs: names, sizes and modification times (a changed file redoes its chunk)."""
-    sha = hashlib.sha256()
-    for root, path, rel in units:
+        if not pending:
+            return
+        executor, run = executor_map(self.workers, max(len(chunk) for chunk in chunks))
+        bar = tqdm(
+            total=sum(len(chunks[i]) for i in pending), unit="file", disable=not self.progress, desc="prepare"
+        )
+        in_flight: deque[tuple[int, Iterable[FileResult]]] = deque()
+        queue = deque(pending)
+        look_ahead = 2 if executor is not None else 1
+        index = pending[0]
         try:
-            stat = path.stat()
-            sha.update(f"{root}\t{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            sha.update(f"{root}\t{rel}\tmissing\n".encode())
-    return sha.hexdigest()
+            while queue or in_flight:
+                while queue and len(in_flight) < look_ahead:
+                    i = queue.popleft()
+                    in_flight.append((i, self._results(chunks[i], run)))
+                index, results_iter = in_flight.popleft()
+                results = []
+                for result in results_iter:
+                    results.append(result)
+                    bar.update(1)
+                write_chunk(self.out, index, digests[index], results)
+        except BrokenProcessPool as exc:
+            raise UserError(
+                f"a decoder process crashed while preparing chunk {index}; finished chunks are kept. "
+                "Run again with --workers 1 to find the file that crashes the decoder"
+            ) from exc
+        finally:
+            bar.close()
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+
+    def _results(
+        self, units: list[Unit], run: Callable[[list[Job]], Iterable[FileResult]]
+    ) -> Iterable[FileResult]:
+        """Results in unit order: paths with a problem are rejected here, the others decoded by ``run``."""
+        jobs = [
+            Job(u.root, str(u.path), u.rel, self.config["image_size"], self.config["modality"], self.secret,
+                self.max_bytes, self.identify)
+            for u in units if u.problem is None
+        ]  # fmt: skip
+        decoded = iter(run(jobs))
+
+        def ordered() -> Iterable[FileResult]:
+            for unit in units:
+                yield problem_result(unit, self.secret) if unit.problem else next(decoded)
+
+        return ordered()
+
+    def _summary(
+        self, info: dict[str, Any], chunks: int, processed: int, repaired: list[str]
+    ) -> PrepareSummary:
+        return PrepareSummary(
+            out=self.out,
+            slices=info["slices"],
+            files=info["files"],
+            rejected=info["rejected"],
+            rejected_by_reason=info.get("rejected_by_reason", {}),
+            slices_by_modality=info.get("slices_by_modality", {}),
+            chunks=chunks,
+            chunks_processed=processed,
+            repaired=repaired,
+            complete=bool(info.get("complete")),
+        )
 
 
-def _chunk_is_done(out: Path, index: int, digest: str) -> bool:
-    marker = _marker_path(out, index)
-    if not marker.is_file() or not _rows_path(out, index).is_file():
-        return False
+def _available_cores() -> int:
+    """Cores this process may run on (a container or ``taskset`` often allows fewer than ``cpu_count``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _locked(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """A part holds its own lock; a full run or a merge holds the dataset lock and every part's lock."""
+    held: list[FileLock] = []
     try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    if info.get("digest") != digest:
-        return False
-    for dtype, size in info.get("shards", {}).items():
-        path = _shard_path(out, index, dtype)
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    return True
-
-
-def _write_chunk(out: Path, index: int, digest: str, results: Sequence[_FileResult]) -> None:
-    """Shards first, then the chunk's manifest rows, then the marker that makes the chunk count as done."""
-    _marker_path(out, index).unlink(missing_ok=True)
-    rows: list[dict[str, Any]] = []
-    by_dtype: dict[str, list[np.ndarray]] = {"int16": [], "uint16": []}
-    for result in results:
-        for image, row in zip(result.images, result.rows, strict=True):
-            dtype = image.dtype.name
-            row = {
-                **row,
-                "shard": _shard_path(out, index, dtype).relative_to(out).as_posix(),
-                "offset": len(by_dtype[dtype]),
-            }
-            by_dtype[dtype].append(image)
-            rows.append(row)
-    sizes: dict[str, int] = {}
-    for dtype, images in by_dtype.items():
-        path = _shard_path(out, index, dtype)
-        if images:
-            sizes[dtype] = shards.save_array(path, np.stack(images))
+        if shard is not None:
+            held.append(_acquire(out / _PART_LOCK.format(shard[0]), f"part {shard[0]}/{shard[1]} of {out}"))
+            _acquire(out / LOCK_FILE, f"{out} (a full prepare or --merge)").release()
         else:
-            path.unlink(missing_ok=True)
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(MANIFEST_DTYPES)
-    shards.save_parquet(_rows_path(out, index), frame)
-    rejected = [[r.rel, r.reason, r.root] for r in results if r.reason is not None]
-    shards.save_json(_marker_path(out, index), {"digest": digest, "shards": sizes, "rejected": rejected})
+            held.append(_acquire(out / LOCK_FILE, str(out)))
+            for path in sorted(out.glob(_PART_LOCK.format("*"))):
+                held.append(_acquire(path, f"part {path.name.split('-')[2].split('.')[0]} of {out}"))
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
 
 
-# ----------------------------------------------------------------------------------------------- driver
+def _acquire(path: Path, what: str) -> FileLock:
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise UserError(f"another 'ssl-rad prepare' is writing {what}; wait for it to finish") from exc
+    return lock
+
+
 def _require_empty(out: Path) -> None:
     """A new dataset goes into an empty folder: never mix shards into an unrelated directory."""
-    ignored = {LOCK_FILE, SALT_FILE}
-    leftovers = sorted(p.name for p in out.iterdir() if p.name not in ignored)
+    leftovers = sorted(
+        p.name for p in out.iterdir() if not (p.name.startswith(".prepare") and p.name.endswith(".lock"))
+    )
     if leftovers:
         raise UserError(
             f"{out} is not empty and holds no {INFO_FILE} (found {', '.join(leftovers[:5])}); "
@@ -351,10 +352,12 @@ def _require_empty(out: Path) -> None:
 
 
 def _check_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Refuse to mix two different preparations in one folder (sizes, sources or salts would not match)."""
+    """Refuse to mix two different preparations in one folder (sizes, sources or keys would not match)."""
     info_path = out / INFO_FILE
     try:
         previous = json.loads(info_path.read_text())
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         raise UserError(f"{info_path}: unreadable ({exc}); delete {out} and prepare again") from exc
     for key, label in (
@@ -369,199 +372,21 @@ def _check_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
                 f"{out} was prepared with {label} {previous.get(key)!r}, not {config[key]!r}; "
                 "use a new --out folder (or the original settings to resume)"
             )
-    if previous.get("salt_fingerprint") != config["salt_fingerprint"]:
+    if previous.get("key_fingerprint") != config["key_fingerprint"]:
         raise UserError(
-            f"{out} was prepared with a different salt; pass the same --salt (or $SSL_RAD_SALT) to resume"
+            f"{out} was prepared with a different key (installation key, $SSL_RAD_KEY_FILE or --salt); "
+            "use the same one to resume (every part of a sharded run must share it)"
         )
     return previous
 
 
-def _combine(out: Path, n_chunks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frames = [pd.read_parquet(_rows_path(out, i)) for i in range(n_chunks)]
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MANIFEST_COLUMNS)
-    rejected: list[list[Any]] = []
-    for i in range(n_chunks):
-        rejected.extend(json.loads(_marker_path(out, i).read_text())["rejected"])
-    return manifest.astype(MANIFEST_DTYPES), pd.DataFrame(rejected, columns=["path", "reason", "root"])
-
-
-def _remove_stale_chunks(out: Path, n_chunks: int) -> None:
-    """Chunks numbered beyond the current input list (files were removed) must not linger."""
-    for folder in (out / "shards", out / "parts"):
-        for path in folder.glob("chunk-*"):
-            if int(path.name.split("-")[1].split(".")[0]) >= n_chunks:
-                path.unlink()
-
-
-def _executor_map(
-    workers: int, chunk_files: int
-) -> tuple[Executor | None, Callable[[list[_Job]], Iterator[_FileResult]]]:
-    """In-process ``map`` for 0/1 workers, else a process pool handing out small batches of files."""
-    if workers <= 1:
-        return None, lambda jobs: map(_process_file, jobs)
-    # import the readers once here: forked workers inherit them instead of each paying the import. Workers
-    # run no torch (the resize is scipy.sparse), so there is no intra-op thread pool to limit.
-    importlib.import_module("ssl_radiology.io")
-    executor = ProcessPoolExecutor(max_workers=workers)
-    chunksize = max(1, min(16, chunk_files // (workers * 4)))  # ≥ 4 batches per worker per chunk
-    return executor, lambda jobs: executor.map(_process_file, jobs, chunksize=chunksize)
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (a container or ``taskset`` often allows fewer than ``cpu_count``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def prepare_dataset(
-    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    image_size: int = 256,
-    workers: int | None = None,
-    modality: str | None = None,
-    salt: str | None = None,
-    chunk_files: int = CHUNK_FILES,
-    progress: bool = True,
-) -> PrepareSummary:
-    """Decode every file under ``sources`` into ``out`` (see the module docstring); resumes finished chunks.
-
-    ``workers``: processes decoding in parallel (default: the usable cores; 0 or 1 decode in-process).
-    """
-    roots = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
-    if not roots:
-        raise UserError("prepare needs at least one source folder or file")
-    missing = [str(r) for r in roots if not r.exists()]
-    if missing:
-        raise UserError(f"source not found: {', '.join(missing)}")
-    if image_size < 8:
-        raise UserError(f"--image-size must be at least 8 pixels, got {image_size}")
-    roots = [r.resolve() for r in roots]
-    out = Path(out).resolve()
-    workers = _available_cores() if workers is None else workers
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = FileLock(str(out / LOCK_FILE), timeout=0)
-        lock.acquire()
-    except Timeout as exc:
-        raise UserError(f"another 'ssl-rad prepare' is writing {out}; wait for it to finish") from exc
-    try:
-        return _prepare_locked(roots, out, image_size, workers, modality, salt, chunk_files, progress)
-    finally:
-        lock.release()
-
-
-def _prepare_locked(
-    roots: list[Path],
-    out: Path,
-    image_size: int,
-    workers: int,
-    modality: str | None,
-    salt: str | None,
-    chunk_files: int,
-    progress: bool,
-) -> PrepareSummary:
-    from tqdm import tqdm
-
-    info_exists = (out / INFO_FILE).is_file()
-    if not info_exists:
-        _require_empty(out)
-    salt_value = resolve_salt(out, salt)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "image_size": image_size,
-        "sources": [r.as_posix() for r in roots],
-        "modality": modality,
-        "chunk_files": chunk_files,
-        "salt_fingerprint": salt_fingerprint(salt_value),
-    }
-    previous = _check_config(out, config) if info_exists else {}
-    shards.remove_temporaries(out)
-    units = _walk(roots, out)
-    if not units:
-        raise UserError(
-            f"no image files found under {', '.join(map(str, roots))} (DICOM, NIfTI, PNG, JPEG, TIFF)"
-        )
-    chunks = [units[i : i + chunk_files] for i in range(0, len(units), chunk_files)]
-    digests = [_digest(chunk) for chunk in chunks]
-    pending = [i for i, d in enumerate(digests) if not _chunk_is_done(out, i, d)]
-    if pending or not previous.get("complete") or not (out / MANIFEST_FILE).is_file():
-        shards.save_json(out / INFO_FILE, {**config, "complete": False})
-        (out / MANIFEST_FILE).unlink(missing_ok=True)
-        (out / REJECTED_FILE).unlink(missing_ok=True)
-        (out / "shards").mkdir(exist_ok=True)
-        (out / "parts").mkdir(exist_ok=True)
-        _run_chunks(out, chunks, digests, pending, image_size, modality, salt_value, workers, progress, tqdm)
-        _remove_stale_chunks(out, len(chunks))
-        manifest, rejected = _combine(out, len(chunks))
-        shards.save_parquet(out / MANIFEST_FILE, manifest)
-        shards.save_csv(out / REJECTED_FILE, rejected)
-        info = {
-            **config,
-            "complete": True,
-            "files": len(units),
-            "slices": len(manifest),
-            "rejected": len(rejected),
-            "slices_by_modality": {str(k): int(v) for k, v in manifest["modality"].value_counts().items()},
-            "rejected_by_reason": {str(k): int(v) for k, v in Counter(rejected["reason"]).most_common()},
-        }
-        shards.save_json(out / INFO_FILE, info)
-    else:
-        info = previous
-    return PrepareSummary(
-        out=out,
-        slices=info["slices"],
-        files=info["files"],
-        rejected=info["rejected"],
-        rejected_by_reason=info["rejected_by_reason"],
-        slices_by_modality=info["slices_by_modality"],
-        chunks=len(chunks),
-        chunks_processed=len(pending),
+def _missing_parts(out: Path, pending: list[int], n_chunks: int) -> str:
+    """The merge error: which chunks are not done, and which ``--shard I/N`` runs they belong to."""
+    counts = sorted({int(p.stem.rsplit("-", 1)[1]) for p in (out / "parts").glob("part-*-of-*.json")})
+    listed = ", ".join(map(str, pending[:10])) + (" ..." if len(pending) > 10 else "")
+    parts = "; ".join(f"parts {', '.join(sorted({f'{c % n}/{n}' for c in pending}))}" for n in counts)
+    hint = f" ({parts})" if parts else ""
+    return (
+        f"cannot merge {out}: {len(pending)} of {n_chunks} chunks are not done{hint}: chunk {listed}. "
+        "Run the missing --shard I/N parts (the same command with --shard) first"
     )
-
-
-def _run_chunks(
-    out: Path,
-    chunks: list[list[tuple[int, Path, str]]],
-    digests: list[str],
-    pending: list[int],
-    image_size: int,
-    modality: str | None,
-    salt: str,
-    workers: int,
-    progress: bool,
-    tqdm: Any,
-) -> None:
-    """Decode pending chunks with a bounded look-ahead, writing each chunk as soon as its files are back."""
-
-    def jobs(index: int) -> list[_Job]:
-        return [_Job(r, str(p), rel, image_size, modality, salt) for r, p, rel in chunks[index]]
-
-    if not pending:
-        return
-    executor, run = _executor_map(workers, max(len(chunk) for chunk in chunks))
-    bar = tqdm(total=sum(len(chunks[i]) for i in pending), unit="file", disable=not progress, desc="prepare")
-    in_flight: deque[tuple[int, Iterable[_FileResult]]] = deque()
-    queue = deque(pending)
-    look_ahead = 2 if executor is not None else 1
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < look_ahead:
-                index = queue.popleft()
-                in_flight.append((index, run(jobs(index))))
-            index, results_iter = in_flight.popleft()
-            results = []
-            for result in results_iter:
-                results.append(result)
-                bar.update(1)
-            _write_chunk(out, index, digests[index], results)
-    except BrokenProcessPool as exc:
-        first, last = chunks[index][0][2], chunks[index][-1][2]
-        raise UserError(
-            f"a decoder process crashed while preparing files {first} … {last}; finished chunks are kept. "
-            "Run again with --workers 1 to find the file that crashes the decoder"
-        ) from exc
-    finally:
-        bar.close()
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)

@@ -22,51 +22,77 @@ Conventions every reader keeps (details in each module's docstring):
   files, DICOM colour images, Segmentation / RT Structure Set, Dose, Plan / presentation states /
   structured reports / waveforms / encapsulated documents / DICOMDIR, missing pixel data, transfer syntaxes
   without an installed decoder (the reason names the plugin), 4-D NIfTI with more than one volume.
+- **Formats**: one module each in :mod:`ssl_radiology.io.formats` (the reader registry: adding a format is
+  adding one file there); MONAI's NRRD / ITK readers plug in as extra formats when installed, and
+  :class:`ssl_radiology.io.monai_reader.SliceReader` puts all of them behind MONAI's ``ImageReader``.
+- **Memory**: ``max_bytes`` refuses a file before decoding when its header claims more (:mod:`.limits`);
+  a FIFO or device is never opened.
 - **Privacy**: raw patient/study/series identifiers only travel in the ``Slice`` fields for hashing;
   ``attributes`` holds sex, 10-year age band (90+ pooled) and scanner model only.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
-from ssl_radiology.io.dicom import read_dicom, read_dicom_series
-from ssl_radiology.io.discover import find_sources
-from ssl_radiology.io.image import read_image
-from ssl_radiology.io.nifti import read_nifti
+from ssl_radiology.io.dicom import read_dicom_series
+from ssl_radiology.io.discover import find_sources, walk_sources
+from ssl_radiology.io.formats import find_format
 from ssl_radiology.io.slice import ReadError, Slice
 
-__all__ = ["ReadError", "Slice", "find_sources", "read_slices"]
+__all__ = ["ReadError", "Slice", "find_sources", "read_slices", "walk_sources"]
 
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
-_NIFTI_MAGIC = (b"n+1\x00", b"ni1\x00")
-_HEADER_BYTES = 348  # a NIfTI-1 header; also covers DICOM's 128-byte preamble + "DICM"
+_HEADER_BYTES = 540  # a NIfTI-2 header; also covers NIfTI-1 (348) and DICOM's 128-byte preamble + "DICM"
 
 
-def read_slices(path: str | Path, modality: str | None = None) -> list[Slice]:
-    """Slices of a DICOM file or series folder, a NIfTI volume, or a PNG/JPEG/TIFF image.
+def read_slices(
+    path: str | Path,
+    modality: str | None = None,
+    max_bytes: int | None = None,
+    formats: tuple[str, ...] | None = None,
+) -> list[Slice]:
+    """Slices of a DICOM file or series folder, a NIfTI volume, a PNG/JPEG/TIFF image, or any format of the
+    reader registry (:mod:`ssl_radiology.io.formats`; ``formats`` restricts it to those names).
 
-    The format is decided from the first bytes (DICM prefix, PNG/JPEG/TIFF/NIfTI magic), the name only for
-    gzip-compressed NIfTI, and a forced DICOM parse for everything else (DICOM without preamble).
+    The format is decided from the first bytes (DICM prefix, PNG/JPEG/TIFF/NIfTI/NRRD magic), the name only
+    for gzip-compressed NIfTI, and a forced DICOM parse for everything else (DICOM without preamble).
+    ``max_bytes`` bounds the decoded size of one file (see :mod:`ssl_radiology.io.limits`); a file larger
+    than it on disk is refused without being read.
     """
     path = Path(path)
     if path.is_dir():
-        return read_dicom_series(path, modality)
+        return read_dicom_series(path, modality, max_bytes)
+    head = _head(path, max_bytes)
+    fmt = find_format(head, path, formats)
+    if fmt.fallback and head.startswith(b"\x1f\x8b"):
+        raise ReadError(path, "gzip-compressed file that is not a .nii.gz NIfTI volume")
+    return fmt.read(path, modality, max_bytes)
+
+
+def _head(path: Path, max_bytes: int | None) -> bytes:
+    """The first bytes of a *regular* file. Opened non-blocking and checked with ``fstat`` before reading,
+    so a FIFO or device under an image name is refused instead of blocking ``prepare`` forever."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(_HEADER_BYTES)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise ReadError(path, f"cannot open ({exc.strerror or exc})") from exc
+        raise ReadError(path, f"cannot open ({exc.strerror or type(exc).__name__})") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ReadError(path, "not a regular file (FIFO, socket or device); not read")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ReadError(
+                path,
+                f"file of {info.st_size / 2**20:,.0f} MB is over the limit of {max_bytes / 2**20:,.0f} MB "
+                "per image (raise it with --max-image-mb)",
+            )
+        head = os.read(fd, _HEADER_BYTES)
+    except OSError as exc:
+        raise ReadError(path, f"cannot read ({exc.strerror or type(exc).__name__})") from exc
+    finally:
+        os.close(fd)
     if not head:
         raise ReadError(path, "empty file")
-    if head[128:132] == b"DICM":
-        return read_dicom(path, modality)
-    if head.startswith(_IMAGE_MAGIC):
-        return read_image(path, modality)
-    if head[344:348] in _NIFTI_MAGIC or head[4:8] == b"n+2\x00":
-        return read_nifti(path, modality)
-    if head.startswith(b"\x1f\x8b"):
-        if path.name.lower().endswith(".nii.gz"):
-            return read_nifti(path, modality)
-        raise ReadError(path, "gzip-compressed file that is not a .nii.gz NIfTI volume")
-    return read_dicom(path, modality)
+    return head

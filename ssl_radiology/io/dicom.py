@@ -1,14 +1,9 @@
 """DICOM files and series folders to :class:`Slice` lists, with pydicom only (no MONAI in this hot path).
 
-Pixel values:
+Pixel values (decoding itself is :mod:`ssl_radiology.io.dicom_pixels`):
 
-- the modality LUT is applied with ``pydicom.pixels.apply_modality_lut`` (Rescale Slope/Intercept or a
-  Modality LUT Sequence), so CT comes out in Hounsfield units; Bits Stored and Pixel Representation are
-  honoured by pydicom's decoders. Multi-frame files take the rescale of each frame from the Per-frame (else
-  Shared) Functional Groups' Pixel Value Transformation Sequence, which ``apply_modality_lut`` ignores.
-- plain uncompressed (little-endian, single-frame, 8/16-bit) files skip ``pixel_array``:
-  :func:`native_pixels` views the Pixel Data bytes and rescales them with values bit-identical to the
-  general path (a 512² CT slice reads ~2.5× faster; see its docstring and docs/benchmarks.md).
+- the modality LUT makes CT Hounsfield units (per frame for enhanced multi-frame files); plain
+  uncompressed files take a bit-exact fast path (:func:`~ssl_radiology.io.dicom_pixels.native_pixels`).
 - no VOI LUT / window is applied: windowing happens late, in the training transforms.
 - every modality except the quantitative ones (CT, PT) is made "higher = brighter": MONOCHROME1, or a
   Presentation LUT Shape of INVERSE, is inverted within the range that the *stored* values can take after
@@ -30,18 +25,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pydicom
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
-from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ssl_radiology.io.dicom_pixels import FrameGroups, declared_shape, lut_frames, native_pixels
+from ssl_radiology.io.dicom_tags import has, value_of
 from ssl_radiology.io.discover import is_candidate
+from ssl_radiology.io.limits import check_decoded
 from ssl_radiology.io.slice import ReadError, Slice
 
 #: Modalities whose values are physical quantities: never inverted for display polarity.
@@ -68,54 +61,6 @@ _SYNTAX_BY_ENCODING = {
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
 }
-# Uncompressed little-endian syntaxes whose Pixel Data native_pixels() views directly (big endian is retired
-# and byte-swaps 8-bit OW data, so it stays with pydicom).
-_NATIVE_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian})
-# Elements that need pydicom's general decoding: float pixel data, a LUT, enhanced multi-frame groups.
-_NOT_NATIVE_KEYWORDS = ("FloatPixelData", "DoubleFloatPixelData", "ModalityLUTSequence")
-# Integers of magnitude below 2**24 are exact in float32, and so is their float32 sum/product when it is too.
-_EXACT_FLOAT32 = 2**24
-# Which pylibjpeg / pyjpegls plugin decodes which compressed transfer syntax, for the refusal message.
-_PLUGIN_HINTS = {
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or pillow)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg>=2.4",
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg>=2.4",
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg>=2.4",
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
-}
-
-
-_TAGS: dict[str, BaseTag] = {}  # keyword -> tag, filled by _tag()
-
-
-def _tag(keyword: str) -> BaseTag:
-    """The tag of a keyword, looked up once: pydicom parses a keyword string on *every* access (~17 µs,
-    more than converting the element), which made tag look-ups a third of the time to read a CT slice."""
-    tag = _TAGS.get(keyword)
-    if tag is None:
-        number = tag_for_keyword(keyword)
-        if number is None:
-            raise KeyError(f"not a DICOM keyword: {keyword}")
-        tag = _TAGS[keyword] = BaseTag(number)
-    return tag
-
-
-def _has(ds: Dataset, keyword: str) -> bool:
-    """``keyword in ds``, through the cached tag."""
-    return _tag(keyword) in ds
-
-
-def _get(ds: Dataset, keyword: str) -> Any:
-    """``ds.get(keyword)`` (the element's value, or None), through the cached tag."""
-    tag = _tag(keyword)
-    return ds[tag].value if tag in ds else None
 
 
 class NotDicomError(ReadError):
@@ -141,20 +86,25 @@ def read_dataset(path: str | Path) -> Dataset:
         ds = pydicom.dcmread(path, force=True)
     except Exception as exc:
         raise NotDicomError(path, "not a DICOM, NIfTI, PNG, JPEG or TIFF file") from exc
-    if not any(_has(ds, keyword) for keyword in ("SOPClassUID", "Modality", *_PIXEL_KEYWORDS)):
+    if not any(has(ds, keyword) for keyword in ("SOPClassUID", "Modality", *_PIXEL_KEYWORDS)):
         raise NotDicomError(path, "not a DICOM, NIfTI, PNG, JPEG or TIFF file")
     return ds
 
 
-def read_dicom(path: str | Path, modality: str | None = None) -> list[Slice]:
-    """All frames of one DICOM file as slices, in stored frame order (``index`` = frame number)."""
-    slices = slices_from_dataset(read_dataset(path), path, modality)
+def read_dicom(path: str | Path, modality: str | None = None, max_bytes: int | None = None) -> list[Slice]:
+    """All frames of one DICOM file as slices, in stored frame order (``index`` = frame number).
+
+    ``max_bytes``: refuse, before decoding, a file whose frames would exceed it as float32 (:mod:`.limits`).
+    """
+    slices = slices_from_dataset(read_dataset(path), path, modality, max_bytes)
     for index, item in enumerate(slices):
         item.index = index
     return slices
 
 
-def read_dicom_series(folder: str | Path, modality: str | None = None) -> list[Slice]:
+def read_dicom_series(
+    folder: str | Path, modality: str | None = None, max_bytes: int | None = None
+) -> list[Slice]:
     """Every DICOM file directly in ``folder`` (one series), ordered along the slice normal.
 
     Order is by ``ImagePositionPatient · (row cosine × column cosine)``, which is what the slices' physical
@@ -171,7 +121,7 @@ def read_dicom_series(folder: str | Path, modality: str | None = None) -> list[S
             continue
         series.add(_text(ds, "SeriesInstanceUID"))
         number = _instance_number(ds)
-        entries.extend((number, item) for item in slices_from_dataset(ds, path, modality))
+        entries.extend((number, item) for item in slices_from_dataset(ds, path, modality, max_bytes))
     if not entries:
         raise ReadError(folder, "folder holds no DICOM files")
     if len(series) > 1:
@@ -186,22 +136,26 @@ def read_dicom_series(folder: str | Path, modality: str | None = None) -> list[S
     return slices
 
 
-def slices_from_dataset(ds: Dataset, path: str | Path, modality: str | None = None) -> list[Slice]:
+def slices_from_dataset(
+    ds: Dataset, path: str | Path, modality: str | None = None, max_bytes: int | None = None
+) -> list[Slice]:
     """Decode a parsed dataset into slices (``index`` left as the frame number).
 
     Any failure, including a malformed header value met on the way, is a :class:`ReadError` naming the file.
     """
     try:
-        return _slices(ds, path, modality)
+        return _slices(ds, path, modality, max_bytes)
     except ReadError:
         raise
     except Exception as exc:
         raise ReadError(path, f"malformed DICOM ({type(exc).__name__}: {exc})") from exc
 
 
-def _slices(ds: Dataset, path: str | Path, modality: str | None) -> list[Slice]:
+def _slices(ds: Dataset, path: str | Path, modality: str | None, max_bytes: int | None) -> list[Slice]:
     _refuse_non_images(ds, path)
     _ensure_transfer_syntax(ds, path)
+    declared = declared_shape(ds, path)
+    check_decoded(path, declared, max_bytes)
     file_modality = _text(ds, "Modality") or modality or "OT"
     attributes = patient_attributes(ds)
     identifiers = {
@@ -210,12 +164,12 @@ def _slices(ds: Dataset, path: str | Path, modality: str | None) -> list[Slice]:
         "series_uid": _text(ds, "SeriesInstanceUID"),
     }
     invert = file_modality not in QUANTITATIVE_MODALITIES and (
-        _get(ds, "PhotometricInterpretation") == "MONOCHROME1"
-        or _get(ds, "PresentationLUTShape") == "INVERSE"
+        value_of(ds, "PhotometricInterpretation") == "MONOCHROME1"
+        or value_of(ds, "PresentationLUTShape") == "INVERSE"
     )
-    groups = _FrameGroups(ds)
+    groups = FrameGroups(ds)
     native = native_pixels(ds, invert) if groups.empty else None
-    images = [native] if native is not None else _lut_frames(ds, path, groups, invert)
+    images = [native] if native is not None else lut_frames(ds, path, groups, invert, declared)
     slices = []
     for number, pixels in enumerate(images):
         slices.append(
@@ -231,113 +185,6 @@ def _slices(ds: Dataset, path: str | Path, modality: str | None) -> list[Slice]:
             )
         )
     return slices
-
-
-def _lut_frames(ds: Dataset, path: str | Path, groups: _FrameGroups, invert: bool) -> list[np.ndarray]:
-    """Every frame through pydicom's decoders and ``apply_modality_lut`` (the general path), as float32."""
-    images = []
-    for number, frame in enumerate(_decode(ds, path)):
-        lut = _frame_lut(ds, groups, number)
-        pixels = apply_modality_lut(frame, lut)
-        if invert:
-            low, high = _output_range(ds, lut, frame)
-            pixels = (low + high) - pixels
-        images.append(np.ascontiguousarray(pixels, dtype=np.float32))
-    return images
-
-
-def native_pixels(ds: Dataset, invert: bool) -> np.ndarray | None:
-    """Physical values of a plain single-frame native image straight from its Pixel Data bytes, or None.
-
-    Why: for uncompressed files pydicom's ``pixel_array`` + ``apply_modality_lut`` spend most of their time
-    on option handling, validation and float64 temporaries, not on the pixels. This path views the bytes
-    with ``np.frombuffer`` and returns values **bit-identical** to the general path (the tests check it):
-
-    * stored values: dtype from Bits Allocated / Pixel Representation (little-endian syntaxes only); when
-      Bits Stored < Bits Allocated the unused high bits are dropped with the left-then-right shift that
-      pydicom 3 applies (``correct_unused_bits``), which sign-extends signed data;
-    * rescale: when slope and intercept are integers and every value they produce (and the inversion sum)
-      is below 2**24 in magnitude, float32 arithmetic is exact, so ``x * slope + intercept`` in float32 equals
-      ``apply_modality_lut``'s float64 result cast to float32 (CT's usual 1 / -1024 is such a case);
-      otherwise the float64 arithmetic of ``apply_modality_lut`` is repeated and cast;
-    * inversion (MONOCHROME1 / INVERSE) uses the same stored-range bounds as the general path.
-
-    None (take the general path) for anything else: compressed or big-endian data, multi-frame files, Bits
-    Allocated other than 8/16, float pixel data, a Modality LUT Sequence, rescale attributes that are empty
-    or multi-valued, Pixel Data that is not exactly one frame long (pydicom then warns or refuses).
-    """
-    if _get(ds.file_meta, "TransferSyntaxUID") not in _NATIVE_SYNTAXES or not _has(ds, "PixelData"):
-        return None
-    if (
-        any(_has(ds, keyword) for keyword in _NOT_NATIVE_KEYWORDS)
-        or int(_get(ds, "NumberOfFrames") or 1) != 1
-    ):
-        return None
-    rows, columns = _get(ds, "Rows"), _get(ds, "Columns")
-    allocated, bits = _get(ds, "BitsAllocated"), _get(ds, "BitsStored")
-    signed = _get(ds, "PixelRepresentation")
-    if not (
-        isinstance(rows, int)
-        and isinstance(columns, int)
-        and rows > 0
-        and columns > 0
-        and allocated in (8, 16)
-        and isinstance(bits, int)
-        and 1 <= bits <= allocated
-        and signed in (0, 1)
-    ):
-        return None
-    element = ds[_tag("PixelData")]
-    count, frame_bytes = rows * columns, rows * columns * allocated // 8
-    if element.is_undefined_length or not isinstance(element.value, bytes):
-        return None
-    if len(element.value) not in (frame_bytes, frame_bytes + 1):  # + 1: the even-length padding byte
-        return None
-    rescale = _rescale(ds)
-    if rescale is None:
-        return None
-    slope, intercept = rescale
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
-    stored = np.frombuffer(element.value, dtype=dtype, count=count).reshape(rows, columns)
-    if bits < allocated:
-        shift = allocated - bits
-        stored = np.right_shift(np.left_shift(stored, shift), shift)
-    lowest, highest = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    low, high = sorted((lowest * slope + intercept, highest * slope + intercept))
-    exact = (
-        slope.is_integer()
-        and intercept.is_integer()
-        and max(-lowest, highest) * abs(slope) < _EXACT_FLOAT32
-        and max(abs(intercept), -low, high, abs(low + high)) < _EXACT_FLOAT32
-    )
-    if exact:
-        pixels = stored.astype(np.float32)
-        if slope != 1.0:
-            pixels *= np.float32(slope)
-        # added even when 0: it turns the -0.0 of a negative slope into 0.0, as the float64 path does
-        pixels += np.float32(intercept)
-        if invert:
-            np.subtract(np.float32(low + high), pixels, out=pixels)
-        return pixels
-    values = stored.astype(np.float64) * slope + intercept
-    if invert:
-        values = (low + high) - values
-    return values.astype(np.float32)
-
-
-def _rescale(ds: Dataset) -> tuple[float, float] | None:
-    """(slope, intercept); (1, 0) when not both are present (``apply_modality_lut`` then leaves the values
-    alone, which the identity reproduces exactly); None when present but not one finite number each (the
-    general path then reports the malformed file)."""
-    if not _has(ds, "RescaleSlope") or not _has(ds, "RescaleIntercept"):
-        return 1.0, 0.0
-    slope, intercept = _get(ds, "RescaleSlope"), _get(ds, "RescaleIntercept")
-    if not isinstance(slope, (int, float)) or not isinstance(intercept, (int, float)):
-        return None
-    slope, intercept = float(slope), float(intercept)
-    if not (math.isfinite(slope) and math.isfinite(intercept)):
-        return None
-    return slope, intercept
 
 
 def patient_attributes(ds: Dataset) -> dict[str, str]:
@@ -381,7 +228,7 @@ def _instance_number(ds: Dataset) -> int | None:
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
-    value = _get(ds, keyword)
+    value = value_of(ds, keyword)
     if value is None:
         return None
     text = str(value).strip()
@@ -391,7 +238,9 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 def _refuse_non_images(ds: Dataset, path: str | Path) -> None:
     file_meta = getattr(ds, "file_meta", None)
     sop = str(
-        _get(ds, "SOPClassUID") or (_get(file_meta, "MediaStorageSOPClassUID") if file_meta else "") or ""
+        value_of(ds, "SOPClassUID")
+        or (value_of(file_meta, "MediaStorageSOPClassUID") if file_meta else "")
+        or ""
     )
     for prefix, what in _REFUSED_SOP_PREFIXES.items():
         if sop.startswith(prefix) and sop != _RT_IMAGE:
@@ -399,10 +248,10 @@ def _refuse_non_images(ds: Dataset, path: str | Path) -> None:
     modality = _text(ds, "Modality")
     if modality in _REFUSED_MODALITIES:
         raise ReadError(path, f"Modality {modality} is not an image to pre-train on")
-    if not any(_has(ds, keyword) for keyword in _PIXEL_KEYWORDS):
+    if not any(has(ds, keyword) for keyword in _PIXEL_KEYWORDS):
         raise ReadError(path, "not an image: no Pixel Data element")
-    samples = int(_get(ds, "SamplesPerPixel") or 1)
-    photometric = str(_get(ds, "PhotometricInterpretation") or "MONOCHROME2")
+    samples = int(value_of(ds, "SamplesPerPixel") or 1)
+    photometric = str(value_of(ds, "PhotometricInterpretation") or "MONOCHROME2")
     if samples > 1 or photometric not in _GRAYSCALE:
         raise ReadError(
             path,
@@ -414,7 +263,7 @@ def _refuse_non_images(ds: Dataset, path: str | Path) -> None:
 def _ensure_transfer_syntax(ds: Dataset, path: str | Path) -> None:
     """Give a meta-less file the transfer syntax it was parsed with, when that is enough to decode it."""
     file_meta = getattr(ds, "file_meta", None)
-    if file_meta is not None and _get(file_meta, "TransferSyntaxUID"):
+    if file_meta is not None and value_of(file_meta, "TransferSyntaxUID"):
         return
     if any(ds[keyword].is_undefined_length for keyword in _PIXEL_KEYWORDS if keyword in ds):
         raise ReadError(
@@ -427,98 +276,25 @@ def _ensure_transfer_syntax(ds: Dataset, path: str | Path) -> None:
     ds.file_meta.TransferSyntaxUID = syntax
 
 
-def _decode(ds: Dataset, path: str | Path) -> list[np.ndarray]:
-    """Decoded frames as a list of 2-D arrays; decoder failures become reasons a user can act on."""
-    syntax = UID(ds.file_meta.TransferSyntaxUID)
-    named = f"transfer syntax {syntax.name} ({syntax})"
-    try:
-        array = ds.pixel_array
-    except NotImplementedError as exc:
-        raise ReadError(path, f"no decoder exists in pydicom for {named}") from exc
-    except RuntimeError as exc:
-        if "missing dependencies" in str(exc):
-            hint = _PLUGIN_HINTS.get(str(syntax), "a pydicom pixel data plugin")
-            raise ReadError(path, f"no decoder installed for {named}; install {hint}") from exc
-        raise ReadError(path, f"compressed pixel data ({named}) failed to decode: {exc}") from exc
-    except ValueError as exc:
-        raise ReadError(path, f"pixel data unreadable (truncated or inconsistent header): {exc}") from exc
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise ReadError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
-    # Colour is refused before decoding, so a 3-D array is frames × rows × columns.
-    return list(array) if array.ndim == 3 else [array]
-
-
-class _FrameGroups:
-    """Per-frame, else Shared, Functional Group items of an enhanced multi-frame file, fetched once per file.
-
-    Looking the two sequences up on the full dataset for every frame and attribute would cost more than
-    decoding a small frame.
-    """
-
-    def __init__(self, ds: Dataset) -> None:
-        self._per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
-        shared = _get(ds, "SharedFunctionalGroupsSequence") or []
-        self._shared = shared[0] if shared else None
-
-    @property
-    def empty(self) -> bool:
-        """No functional groups: a plain single-frame-style header."""
-        return not self._per_frame and self._shared is None
-
-    def item(self, frame: int, sequence: str) -> Dataset | None:
-        """First item of ``sequence`` that applies to ``frame``, or None (plain single-frame files)."""
-        own = self._per_frame[frame] if frame < len(self._per_frame) else None
-        for group in (own, self._shared):
-            if group is not None and (found := _get(group, sequence)):
-                return found[0]
-        return None
-
-
-def _frame_lut(ds: Dataset, groups: _FrameGroups, frame: int) -> Dataset:
-    """The dataset whose modality LUT applies to ``frame``: the frame's Pixel Value Transformation item
-    (it holds Rescale Slope/Intercept, which is all ``apply_modality_lut`` reads), else ``ds`` itself."""
-    transform = groups.item(frame, "PixelValueTransformationSequence")
-    if transform is None or "RescaleSlope" not in transform or "RescaleIntercept" not in transform:
-        return ds
-    return transform
-
-
-def _output_range(ds: Dataset, lut: Dataset, frame: np.ndarray) -> tuple[float, float]:
-    """Smallest and largest value the stored range can take after the modality LUT (for inversion)."""
-    if frame.dtype.kind == "f":
-        return float(frame.min()), float(frame.max())
-    bits = int(_get(ds, "BitsStored") or frame.dtype.itemsize * 8)
-    if int(_get(ds, "PixelRepresentation") or 0):
-        stored = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1])
-    else:
-        stored = np.array([0, 2**bits - 1])
-    if lut.get("ModalityLUTSequence"):
-        descriptor = lut.ModalityLUTSequence[0].LUTDescriptor
-        first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
-        stored = np.arange(first, first + entries)
-    mapped = apply_modality_lut(stored, lut)
-    return float(mapped.min()), float(mapped.max())
-
-
-def _spacing(ds: Dataset, groups: _FrameGroups, frame: int) -> tuple[float, float] | None:
+def _spacing(ds: Dataset, groups: FrameGroups, frame: int) -> tuple[float, float] | None:
     """(row mm, column mm) from Pixel Spacing, else Imager Pixel Spacing (projection radiographs)."""
     measures = groups.item(frame, "PixelMeasuresSequence")
     for source in (measures, ds):
         if source is None:
             continue
         for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-            value = _get(source, keyword)
+            value = value_of(source, keyword)
             if value is not None and len(value) == 2:
                 return float(value[0]), float(value[1])
     return None
 
 
-def _position(ds: Dataset, groups: _FrameGroups, frame: int) -> float | None:
+def _position(ds: Dataset, groups: FrameGroups, frame: int) -> float | None:
     """Millimetres along the slice normal: ``ImagePositionPatient · (row cosine × column cosine)``."""
     plane = groups.item(frame, "PlanePositionSequence")
     orientation = groups.item(frame, "PlaneOrientationSequence")
-    position = _get(plane or ds, "ImagePositionPatient")
-    cosines = _get(orientation or ds, "ImageOrientationPatient")
+    position = value_of(plane or ds, "ImagePositionPatient")
+    cosines = value_of(orientation or ds, "ImageOrientationPatient")
     if position is None or cosines is None or len(position) != 3 or len(cosines) != 6:
         return None
     # Plain float arithmetic: numpy's cross/dot on 3-vectors cost ~0.1 ms a slice in small-array overhead.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from ssl_radiology.io.limits import check_decoded
 from ssl_radiology.io.slice import ReadError, Slice
 
 DEFAULT_MODALITY = "OT"
@@ -21,11 +22,17 @@ DEFAULT_MODALITY = "OT"
 _GRAYSCALE_MODES = frozenset({"L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def read_image(path: str | Path, modality: str | None = None) -> list[Slice]:
-    """Every page of a PNG/JPEG/TIFF as a grayscale slice."""
+def read_image(path: str | Path, modality: str | None = None, max_bytes: int | None = None) -> list[Slice]:
+    """Every page of a PNG/JPEG/TIFF as a grayscale slice.
+
+    ``max_bytes``: refuse, before decoding, an image whose pages (size from the header) exceed it as float32.
+    """
     try:
         with Image.open(path) as image:
+            check_decoded(path, (getattr(image, "n_frames", 1), image.height, image.width), max_bytes)
             pages = [_grayscale(page) for page in ImageSequence.Iterator(image)]
+    except ReadError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ReadError(path, f"cannot read image ({type(exc).__name__}: {exc})") from exc
     return [

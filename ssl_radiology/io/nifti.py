@@ -20,24 +20,41 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ssl_radiology.io.limits import check_decoded, check_shape
 from ssl_radiology.io.slice import ReadError, Slice
 
 DEFAULT_MODALITY = "CT"
 
 
-def read_nifti(path: str | Path, modality: str | None = None) -> list[Slice]:
-    """Axial slices of a NIfTI volume, inferior → superior; ``position`` is mm along the slice normal."""
+def read_nifti(path: str | Path, modality: str | None = None, max_bytes: int | None = None) -> list[Slice]:
+    """Axial slices of a NIfTI volume, inferior → superior; ``position`` is mm along the slice normal.
+
+    ``max_bytes``: refuse, before reading voxels, a volume whose header shape exceeds it as float32.
+    """
     try:
-        image = nib.as_closest_canonical(nib.load(path))
+        image = nib.load(path)
     except Exception as exc:
         raise ReadError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    return volume_slices(image, path, modality, max_bytes)
+
+
+def volume_slices(
+    image: nib.spatialimages.SpatialImage, path: str | Path, modality: str | None, max_bytes: int | None
+) -> list[Slice]:
+    """Axial slices of any nibabel image with an affine (NIfTI, or a volume another reader turned into one)."""
+    try:
+        image = nib.as_closest_canonical(image)
+    except Exception as exc:
+        raise ReadError(path, f"cannot orient volume ({type(exc).__name__}: {exc})") from exc
     shape = image.shape
     if len(shape) > 3 and any(size > 1 for size in shape[3:]):
-        raise ReadError(path, f"NIfTI of shape {shape}: only 3-D volumes are read; split 4-D files first")
+        raise ReadError(path, f"volume of shape {shape}: only 3-D volumes are read; split 4-D files first")
+    check_decoded(path, tuple(shape), max_bytes)
     try:
         volume = image.get_fdata(dtype=np.float32)
     except Exception as exc:
-        raise ReadError(path, f"cannot read NIfTI voxels ({type(exc).__name__}: {exc})") from exc
+        raise ReadError(path, f"cannot read voxels ({type(exc).__name__}: {exc})") from exc
+    check_shape(path, volume.shape, shape)
     volume = volume.reshape(volume.shape[:3] if volume.ndim >= 3 else (*volume.shape, 1))
     affine = image.affine
     zooms = image.header.get_zooms()

@@ -14,6 +14,16 @@ import errno
 class UserError(Exception):
     """A problem with the user's input, configuration or environment; the message says how to fix it."""
 
+    def __str__(self) -> str:
+        """One line even when raised in a DataLoader worker: torch re-raises it in the main process with the
+        worker's whole traceback as the message ("Caught UserError in DataLoader worker process 0. Original
+        Traceback ..."), whose last line is ``ssl_radiology.errors.UserError: <the original message>``."""
+        text = super().__str__()
+        if "Original Traceback" not in text:
+            return text
+        last = text.strip().splitlines()[-1]
+        return last.split(f"{type(self).__name__}: ", 1)[-1]
+
 
 def describe_os_error(exc: OSError) -> str | None:
     """A one-line explanation for environment failures, or ``None`` for errors that are bugs."""

@@ -18,6 +18,17 @@ from ssl_radiology.data.sources import open_source, phantom_raw_dir, split_selec
 from ssl_radiology.errors import UserError
 from ssl_radiology.io import read_slices
 
+
+def source_paths(prepared: Path) -> dict[str, Path]:
+    """file_key -> raw file of a prepared source (manifests hold keys, not paths)."""
+    from ssl_radiology.data import keys
+    from ssl_radiology.data.prepared import read_info
+
+    info = read_info(prepared)
+    raw, secret = Path(info["sources"][0]), keys.dataset_secret(info)
+    return {keys.file_key(p.relative_to(raw).as_posix(), secret): p for p in raw.rglob("*") if p.is_file()}
+
+
 SMALL = {
     "phantom": "kind: phantom\ncases: 2\nseed: 0\nct_size: 32\nxray_size: 64\nimage_size: 32\nworkers: 1\n",
     "natural": "kind: natural\ncount: 12\nseed: 0\nmin_fraction: 0.25\nmax_fraction: 0.9\nimage_size: 32\nworkers: 1\n",
@@ -77,7 +88,7 @@ def test_phantom_round_trip_preserves_hu_and_leaks_no_identifier(small_configs: 
     ct = PreparedDataset(prepared, modality="CT")
     for i in (0, len(ct) - 1):  # ct_size == image_size: stored HU equal the reader's, up to rounding/clipping
         row = ct.manifest.iloc[i]
-        expected = read_slices(raw / row["source"])[row["slice_index"]].pixels
+        expected = read_slices(source_paths(prepared)[row["file_key"]])[row["slice_index"]].pixels
         assert np.array_equal(ct[i]["image"][0].numpy(), np.rint(np.clip(expected, -1024, 3071)))
     import pydicom
 
@@ -101,7 +112,8 @@ def test_natural_photo_crops_are_prepared_as_ot(small_configs: Path) -> None:
     assert len(ds) == 12 and set(ds.manifest["modality"]) == {"OT"}
     image = ds[0]["image"]
     assert image.shape == (1, 32, 32) and float(image.max()) == 65535 and float(image.min()) == 0
-    assert len(set(ds.manifest["source"].str.split("-").str[0])) == 12  # one crop per photograph, cycling
+    names = [source_paths(ds.root)[key].name for key in ds.manifest["file_key"]]
+    assert len({name.split("-")[0] for name in names}) == 12  # one crop per photograph, cycling
 
 
 def test_radnet_needs_its_root_and_prepares_it_once(
@@ -144,10 +156,13 @@ def test_medmnist_npz_images_become_pngs_keyed_by_split_and_index(
     }
     np.savez(root / "tinymnist.npz", **arrays, train_labels=np.zeros((3, 1)), test_labels=np.ones((2, 1)))
     monkeypatch.setenv("MEDMNIST_ROOT", str(root))
-    ds = PreparedDataset(resolve_source("medmnist"))
-    assert ds.manifest["source"].tolist() == [f"tinymnist/test/{i:06d}.png" for i in range(2)] + [
-        f"tinymnist/train/{i:06d}.png" for i in range(3)
-    ]
+    train_only = PreparedDataset(resolve_source("medmnist"))  # official test arrays stay out of pre-training
+    assert len(train_only) == 3
+    ds = PreparedDataset(resolve_source("medmnist+test"))
+    paths = source_paths(ds.root)
+    assert [paths[key].relative_to(paths[key].parents[2]).as_posix() for key in ds.manifest["file_key"]] == [
+        f"tinymnist/test/{i:06d}.png" for i in range(2)
+    ] + [f"tinymnist/train/{i:06d}.png" for i in range(3)]
     assert set(ds.manifest["modality"]) == {"OT"} and ds[0]["image"].shape == (1, 64, 64)
 
 

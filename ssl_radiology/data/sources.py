@@ -9,9 +9,17 @@ Each name is a YAML file in ``configs/data/`` with a ``kind``:
   processes asking at once build it once; raw files appear by atomic rename, and ``prepare`` itself resumes,
   so a crash mid-way is repaired by the next call. Keys use a fixed salt: there is no real patient.
 * ``npz`` — MedMNIST-style ``.npz`` arrays under ``root_env``, written once as PNGs into the cache
-  (:func:`write_npz_images`) and prepared like the generated sources.
+  (:func:`write_npz_images`) and prepared like the generated sources; the folder's fingerprint covers the
+  arrays' content, so a replaced or added ``.npz`` gets a fresh preparation.
 * ``folder`` — real data under the folder named by an environment variable (``root_env``), prepared into
-  ``prepared_dir`` or ``<cache>/<name>`` on first use (resumable: interrupting it loses at most one chunk).
+  ``prepared_dir`` or ``<cache>/<name>`` on first use (resumable: interrupting it loses at most one chunk)
+  and kept in step with the folder by :mod:`.freshness` (a changed root is updated, a re-pointed one refused).
+
+A real dataset names its ``layout`` (:mod:`.identities`): patient and study keys then come from the dataset's
+own identifiers, and its official test images (CheXpert ``valid/``, NIH ``test_list.txt``, MIMIC's split
+file, MedMNIST ``test`` arrays) are left out of the source, so that pre-training never sees an image a
+published benchmark tests on. ``include_test: true`` in the YAML, or the ``+test`` suffix on the name
+(``--data chexpert+test``), takes them in (the preparation then lives in ``<cache>/<name>+test``).
 
 ``<cache>`` is ``cache_dir``, else ``$SSL_RAD_CACHE``, else ``~/.cache/ssl-radiology``.
 """
@@ -30,25 +38,18 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_radiology.config import available, load_group
+from ssl_radiology.data.cache import CACHE_ENV, cache_root
+from ssl_radiology.data.freshness import ensure_prepared, is_prepared, root_fingerprint
+from ssl_radiology.data.identities import MedMnist, layout
 from ssl_radiology.data.prepare import FORMAT_VERSION, INFO_FILE, prepare_dataset
 from ssl_radiology.data.prepared import read_info
 from ssl_radiology.errors import UserError
 
-CACHE_ENV = "SSL_RAD_CACHE"
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    return Path(
-        cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ssl-radiology"
-    ).expanduser()
-
-
-def is_prepared(folder: Path) -> bool:
-    """True for a folder whose ``prepare`` finished (``prepared.json`` says complete)."""
-    try:
-        return bool(json.loads((folder / INFO_FILE).read_text()).get("complete"))
-    except (OSError, ValueError):
-        return False
+__all__ = [
+    "CACHE_ENV", "cache_root", "config_name", "env_root", "is_prepared", "open_source", "phantom_raw_dir", "resolve_source",
+    "split_selector", "write_npz_images",
+]  # fmt: skip
+TEST_SUFFIX = "+test"
 
 
 def resolve_source(
@@ -59,7 +60,7 @@ def resolve_source(
     if (path / INFO_FILE).is_file():
         read_info(path)  # raises a clear error for an unfinished or outdated preparation
         return path.resolve()
-    name = str(name_or_path)
+    name, with_test = _test_option(str(name_or_path))
     if name not in available("data"):
         if path.exists():
             raise UserError(
@@ -68,6 +69,8 @@ def resolve_source(
         names = ", ".join(available("data"))
         raise UserError(f"unknown data source '{name}': not a folder and not one of {names}")
     cfg = load_group("data", name)
+    if with_test:
+        cfg.include_test = True
     kind = cfg.get("kind")
     cache = cache_root(cache_dir)
     if kind == "phantom":
@@ -77,13 +80,35 @@ def resolve_source(
     if kind == "folder":
         return _folder(name, cfg, cache)
     if kind == "npz":
-        root = _env_root(name, cfg)
+        root = env_root(f"data source '{name}'", cfg)
+        include = None if cfg.get("include_test") else _without(MedMnist().official_test(root))
         return _generated(
-            name, cfg, cache, lambda c, out: write_npz_images(root, out), cfg.get("modality"), root
+            name,
+            cfg,
+            cache,
+            lambda c, out: write_npz_images(sorted(root.rglob("*.npz")), out),
+            cfg.get("modality"),
+            root_fingerprint(root)["digest"],
+            identify=MedMnist().identify,
+            include=include,
         )
     raise UserError(
         f"configs/data/{name}.yaml: unknown kind {kind!r} (expected phantom, natural, folder or npz)"
     )
+
+
+def _test_option(name: str) -> tuple[str, bool]:
+    """``"chexpert+test"`` → ``("chexpert", True)``: the source with its official test images."""
+    return (name.removesuffix(TEST_SUFFIX), True) if name.endswith(TEST_SUFFIX) else (name, False)
+
+
+def config_name(name: str) -> str:
+    """The ``configs/data`` name behind a source name: ``"chexpert+test"`` → ``"chexpert"``."""
+    return _test_option(name)[0]
+
+
+def _without(is_test: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda rel: not is_test(rel)
 
 
 def split_selector(source: str) -> tuple[str, list[str] | None]:
@@ -118,9 +143,19 @@ def phantom_raw_dir(prepared_dir: str | os.PathLike[str]) -> Path:
 
 
 def _fingerprint(cfg: DictConfig, extra: object = None) -> str:
+    """Identity of a generated source: its settings, what it was built from, the format and the key in use
+    (keys are installation-wide, so a new installation key needs a new preparation)."""
+    from ssl_radiology.data.keys import installation_secret, key_fingerprint
+
     settings = OmegaConf.to_container(cfg, resolve=True)
     text = json.dumps(
-        {"settings": settings, "extra": str(extra), "format_version": FORMAT_VERSION}, sort_keys=True
+        {
+            "settings": settings,
+            "extra": str(extra),
+            "format_version": FORMAT_VERSION,
+            "key": key_fingerprint(installation_secret()),
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -131,7 +166,9 @@ def _generated(
     cache: Path,
     build: Callable[[DictConfig, Path], object],
     modality: str | None,
-    origin: Path | None = None,
+    origin: object = None,
+    identify: Callable[[str, object], tuple[str | None, str | None]] | None = None,
+    include: Callable[[str], bool] | None = None,
 ) -> Path:
     """Build raw files (once, atomically) then prepare them, under a lock; ``origin`` joins the fingerprint."""
     base = cache / f"{kind}-{_fingerprint(cfg, origin)}"
@@ -153,8 +190,9 @@ def _generated(
             prepared,
             image_size=int(cfg.image_size),
             modality=modality,
-            salt=f"ssl-radiology-{kind}",
             workers=cfg.get("workers"),
+            identify=identify,
+            include=include,
         )
     return prepared
 
@@ -163,7 +201,12 @@ def _build_phantom(cfg: DictConfig, out: Path) -> None:
     from ssl_radiology.data.phantom import generate_phantom
 
     generate_phantom(
-        out, cases=int(cfg.cases), seed=int(cfg.seed), ct_size=int(cfg.ct_size), xray_size=int(cfg.xray_size)
+        out,
+        cases=int(cfg.cases),
+        seed=int(cfg.seed),
+        ct_size=int(cfg.ct_size),
+        xray_size=int(cfg.xray_size),
+        first_case=int(cfg.get("first_case", 0)),
     )
 
 
@@ -179,17 +222,18 @@ def _build_natural(cfg: DictConfig, out: Path) -> None:
     )
 
 
-def write_npz_images(root: Path, out: Path) -> list[Path]:
+def write_npz_images(files: list[Path], out: Path) -> list[Path]:
     """MedMNIST-style ``.npz`` files → ``<stem>/<split>/<index:06d>.png`` (8-bit, as stored in the arrays).
 
-    Every ``<split>_images`` array (``train``, ``val``, ``test``) of every ``.npz`` under ``root`` is
-    written, so that the path alone maps a prepared slice back to ``<split>_labels[index]`` of its file.
+    Every ``<split>_images`` array (``train``, ``val``, ``test``) of every file is written, so that the path
+    alone maps a prepared slice back to ``<split>_labels[index]`` of its file; pre-training sources leave
+    ``test`` out when they prepare, evaluation tasks keep it. RGB sets are written as RGB PNGs and become
+    grayscale in the reader, exactly as any RGB image does.
     """
     from PIL import Image
 
-    files = sorted(root.rglob("*.npz"))
     if not files:
-        raise UserError(f"{root}: no .npz files (expected MedMNIST files such as pneumoniamnist.npz)")
+        raise UserError("no .npz files (expected MedMNIST files such as pneumoniamnist.npz)")
     written = []
     for path in files:
         with np.load(path) as arrays:
@@ -203,29 +247,37 @@ def write_npz_images(root: Path, out: Path) -> list[Path]:
     return written
 
 
-def _env_root(name: str, cfg: DictConfig) -> Path:
+def env_root(what: str, cfg: DictConfig, instead: str = "--data phantom") -> Path:
+    """The folder named by ``cfg.root_env`` (``~`` expanded); a one-line error naming the variable if unset.
+
+    ``what`` says who needs it (``"data source 'chexpert'"``), ``instead`` what works without any download.
+    """
     env = str(cfg.root_env)
     root = os.environ.get(env)
-    if not root or not Path(root).is_dir():
+    if not root or not Path(root).expanduser().is_dir():
         state = f"${env} points to {root}, which is not a folder" if root else f"${env} is not set"
         raise UserError(
-            f"data source '{name}' needs its files: {state}. Set {env} to {cfg.get('expects', 'the dataset folder')}"
-            ", or use '--data phantom' for the built-in synthetic corpus"
+            f"{what} needs its files: {state}. Set {env} to {cfg.get('expects', 'the dataset folder')}, "
+            f"or use '{instead}' for the built-in synthetic data"
         )
-    return Path(root).resolve()
+    return Path(root).expanduser().resolve()
 
 
 def _folder(name: str, cfg: DictConfig, cache: Path) -> Path:
-    root = _env_root(name, cfg)
-    prepared = Path(cfg.prepared_dir).expanduser() if cfg.get("prepared_dir") else cache / name
-    if is_prepared(prepared):
-        return prepared
-    print(f"preparing '{name}' from {root} into {prepared} (once; interrupt and re-run to resume)")
-    prepare_dataset(
+    root = env_root(f"data source '{name}'", cfg)
+    with_test = bool(cfg.get("include_test", False))
+    folder = f"{name}{TEST_SUFFIX}" if with_test else name
+    prepared = Path(cfg.prepared_dir).expanduser() if cfg.get("prepared_dir") else cache / folder
+    dataset = layout(str(cfg.layout)) if cfg.get("layout") else None
+    include = None if with_test or dataset is None else _without(dataset.official_test(root))
+    return ensure_prepared(
         root,
         prepared,
+        label=f"data source '{name}' (${cfg.root_env})",
         image_size=int(cfg.image_size),
         modality=cfg.get("modality"),
+        identify=None if dataset is None else dataset.identify,
+        include=include,
         workers=cfg.get("workers"),
+        settings={"include_test": with_test, "layout": cfg.get("layout")},
     )
-    return prepared

@@ -221,3 +221,40 @@ def test_full_size_dino_pipeline_runs():
     batch = next(iter(DataLoader(dataset, batch_size=4)))
     out = device_augment("dino", seed=0)(batch["views"], batch["is_ct"])
     assert [tuple(v.shape) for v in out] == [(4, 1, 224, 224)] * 2 + [(4, 1, 96, 96)] * 8
+
+
+def test_device_crops_cut_the_loader_paths_boxes_and_flips():
+    from ssl_radiology.transforms.views import CropBoxesDataset, crop_batch
+
+    slices, views = Slices(n=4, size=48), dino_views(32, n_local=3)
+    boxed = CropBoxesDataset(slices, views, size=48)
+    loader_views, items = [], []
+    for i in range(4):
+        torch.manual_seed(100 + i)
+        loader_views.append(MultiCropDataset(slices, views)[i]["views"])
+        torch.manual_seed(100 + i)
+        items.append(boxed[i])
+    batch = torch.utils.data.default_collate(items)
+    assert batch["boxes"].shape == (4, 5, 4) and batch["flips"].shape == (4, 5)
+    device_views = crop_batch(batch["image"], batch["boxes"], batch["flips"], views.sizes)
+    assert [tuple(v.shape) for v in device_views] == [(4, 1, 32, 32)] * 2 + [(4, 1, 16, 16)] * 3
+    for v, view in enumerate(device_views):
+        reference = torch.stack([loader_views[i][v] for i in range(4)])
+        # same crops: the per-view difference is small next to the image's own spread (uniform noise)
+        spread = reference.std()
+        assert (view - reference).abs().mean() < 0.35 * spread
+        assert abs(float(view.mean() - reference.mean())) < 0.05 * spread
+
+
+def test_device_crop_of_the_full_image_is_the_image_or_its_mirror():
+    from ssl_radiology.transforms.views import crop_batch
+
+    images = torch.arange(2 * 32 * 32, dtype=torch.float32).view(2, 1, 32, 32)
+    boxes = torch.tensor([[[0, 0, 32, 32]], [[0, 0, 32, 32]]])
+    (view,) = crop_batch(images, boxes, torch.tensor([[False], [True]]), [32])
+    torch.testing.assert_close(view[0], images[0])
+    torch.testing.assert_close(view[1], images[1].flip(-1))
+    (half,) = crop_batch(
+        images, torch.tensor([[[8, 8, 16, 16]], [[0, 0, 16, 16]]]), torch.zeros(2, 1, dtype=torch.bool), [16]
+    )
+    torch.testing.assert_close(half[0], images[0, :, 8:24, 8:24])  # same size: an exact cut

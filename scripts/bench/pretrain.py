@@ -2,12 +2,16 @@
 
 For each method the same module (timm backbone, lightly heads and loss, DeviceAugment) trains on the same
 loader batches twice: once through ``build_trainer`` (Lightning, callbacks, per-step schedules, seeded step
-RNG, CSV logging, checkpoint-free) and once in a plain loop (augment → loss → backward → clip → AdamW step →
-EMA for DINO). The ratio framework/bare is the framework's overhead (target ≥ 0.95). A second figure is the
-loader-side DINO multi-crop pipeline alone: views per second in one process (= per loader worker).
+RNG, interval logging to CSV, checkpoint-free) and once in a plain loop (augment → loss → backward → clip →
+AdamW step → EMA for DINO). The two alternate for ``--rounds`` rounds (bare, framework, bare, ...) so that a
+change in the machine's load hits both; the ratio framework/bare per round and its median are printed
+(target ≥ 0.95), with the load average before and after. Rates are per CPU-second of this process
+(``time.process_time``, the figure that other jobs on a shared machine do not distort when the run uses
+one thread and no loader workers) and per wall second. A second figure is the loader-side DINO
+multi-crop pipeline alone: views per second in one process (= per loader worker).
 
-    .venv/bin/python scripts/bench/pretrain.py            # defaults: ~2-3 min on 2 busy CPU cores
-    .venv/bin/python scripts/bench/pretrain.py --methods dino --steps 30 --image-size 96
+    .venv/bin/python scripts/bench/pretrain.py            # defaults: a few minutes on 2 busy CPU cores
+    taskset -c 1 .venv/bin/python scripts/bench/pretrain.py --methods dino,simclr --batch-size 32 --threads 1
 
 CPU figures on a shared machine are noisy (±10 %): compare ratios from the same run, not absolute numbers.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -62,16 +68,20 @@ def data_for(settings: dict, source: Path, workers: int) -> PretrainData:
     )
 
 
-def framework_rate(settings: dict, source: Path, steps: int, warmup: int, workers: int) -> float:
-    """Images/s of ``Trainer.fit`` over ``steps`` steps, timed after ``warmup`` steps by a callback."""
+def framework_rate(
+    settings: dict, source: Path, steps: int, warmup: int, workers: int
+) -> tuple[float, float]:
+    """(images per wall second, per CPU second) of ``Trainer.fit`` over ``steps`` steps after ``warmup``."""
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == warmup:
-                self.start = time.perf_counter()
+                self.start = (time.perf_counter(), time.process_time())
 
-        def on_train_end(self, trainer, pl_module):
-            self.elapsed = time.perf_counter() - self.start
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            # before the checkpoint callback's final save (a file write, not a training step)
+            if trainer.global_step == warmup + steps:
+                self.elapsed = (time.perf_counter() - self.start[0], time.process_time() - self.start[1])
 
     L.seed_everything(0, verbose=False)
     module = create_method(settings["name"], settings)
@@ -87,14 +97,16 @@ def framework_rate(settings: dict, source: Path, steps: int, warmup: int, worker
         timer = Timer()
         trainer.callbacks.insert(0, timer)
         trainer.fit(module, datamodule=data_for(settings, source, workers))
-    return steps * settings["batch_size"] / timer.elapsed
+    images = steps * settings["batch_size"]
+    return images / timer.elapsed[0], images / timer.elapsed[1]
 
 
-def bare_rate(settings: dict, source: Path, steps: int, warmup: int, workers: int) -> float:
-    """Images/s of a hand-written loop with the same module parts, optimizer and loader."""
+def bare_rate(settings: dict, source: Path, steps: int, warmup: int, workers: int) -> tuple[float, float]:
+    """(images per wall second, per CPU second) of a hand-written loop with the same parts and loader."""
     L.seed_everything(0, verbose=False)
     module = create_method(settings["name"], settings)
     module.total_steps = warmup + steps
+    module.monitor_step = False  # a bare loop computes no collapse monitors
     data = data_for(settings, source, workers)
     data.setup()
     optimizer = torch.optim.AdamW(param_groups(module), lr=1e-4, betas=tuple(settings["optimizer"]["betas"]))
@@ -104,12 +116,12 @@ def bare_rate(settings: dict, source: Path, steps: int, warmup: int, workers: in
     batches = itertools.chain.from_iterable(itertools.repeat(data.train_dataloader()))
     for step, batch in enumerate(batches):
         if step == warmup:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
         if step == warmup + steps:
             break
         with torch.no_grad():
             views = module.augment(batch["views"], batch["is_ct"])
-        loss, _ = module.compute_loss(views)
+        loss, _ = module.compute_loss(views, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
@@ -118,7 +130,8 @@ def bare_rate(settings: dict, source: Path, steps: int, warmup: int, workers: in
         if settings["name"] == "dino":
             update_momentum(module.student_backbone, module.teacher_backbone, 0.996)
             update_momentum(module.student_head, module.teacher_head, 0.996)
-    return steps * settings["batch_size"] / (time.perf_counter() - start)
+    images = steps * settings["batch_size"]
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu)
 
 
 def pipeline_rate(source: Path, image_size: int, items: int) -> float:
@@ -145,24 +158,33 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare / framework rounds")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
         "--pipeline-size", type=int, default=224, help="global crop size for the pipeline figure"
     )
     args = parser.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     source = resolve_source(args.data)
     print(
         f"data {source}, image {args.image_size}px, batch {args.batch_size}, {args.steps} timed steps, "
-        f"{torch.get_num_threads()} threads"
+        f"{args.rounds} rounds, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
     )
     for method in args.methods.split(","):
         settings = settings_for(method, args.image_size, args.batch_size)
-        bare = bare_rate(settings, source, args.steps, args.warmup, 0)
-        framework = framework_rate(settings, source, args.steps, args.warmup, 0)
-        print(
-            f"{method:7s} {settings['backbone']:22s} framework {framework:7.1f} img/s   bare {bare:7.1f} img/s"
-            f"   ratio {framework / bare:.3f}"
-        )
+        bares, frameworks = [], []
+        for _ in range(args.rounds):
+            bares.append(bare_rate(settings, source, args.steps, args.warmup, 0))
+            frameworks.append(framework_rate(settings, source, args.steps, args.warmup, 0))
+        for kind, k in (("CPU", 1), ("wall", 0)):
+            ratios = [f[k] / b[k] for f, b in zip(frameworks, bares, strict=True)]
+            print(
+                f"{method:7s} {settings['backbone']:22s} per {kind:4s} s: framework "
+                f"{statistics.median(f[k] for f in frameworks):7.1f} img/s   bare "
+                f"{statistics.median(b[k] for b in bares):7.1f} img/s   ratio median {statistics.median(ratios):.3f} "
+                f"(rounds {', '.join(f'{r:.3f}' for r in ratios)}; load average {os.getloadavg()[0]:.2f})"
+            )
     rate = pipeline_rate(source, args.pipeline_size, 60)
     print(
         f"pipeline DINO multi-crop ({args.pipeline_size}px + 8 local): {rate:.0f} views/s per worker "

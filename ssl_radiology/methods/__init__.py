@@ -1,19 +1,75 @@
-"""Self-supervised methods as LightningModules: ``create_method(name, settings)``.
+"""Self-supervised methods as LightningModules, found by name in a registry (timm / solo-learn style).
 
-``settings`` is the resolved ``method`` section of the run config (``configs/method/<name>.yaml`` plus
-overrides) as a plain dict. Everything that can be wrong with it is checked here, before any data is
-touched, and reported as a ``UserError`` naming the setting.
+Adding a method is one file and one YAML: ``ssl_radiology/methods/<name>.py`` with a subclass of
+``SSLMethod`` decorated with ``@register_method("<name>")`` (its ``schema`` types every setting), and
+``configs/method/<name>.yaml`` with the settings. Every module of this package is imported on the first
+registry lookup, so no list elsewhere names the methods.
+
+``settings`` is the resolved ``method`` section of the run config as a plain dict. Everything that can be
+wrong with it is checked before any data is touched and reported as one ``UserError`` line naming the key.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import nn
 
 from ssl_radiology.errors import UserError
 
-METHODS = ("dino", "mae", "simclr")
+if TYPE_CHECKING:
+    from ssl_radiology.methods.base import SSLMethod
+
+M = TypeVar("M", bound="type[SSLMethod]")
+
+_REGISTRY: dict[str, type[SSLMethod]] = {}
+_discovered = False
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator: make an ``SSLMethod`` subclass available as ``--method <name>``."""
+
+    def add(cls: M) -> M:
+        from ssl_radiology.methods.base import SSLMethod
+
+        if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
+            raise TypeError(f"@register_method('{name}') needs an SSLMethod subclass, got {cls!r}")
+        known = _REGISTRY.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"method '{name}' is registered twice ({known.__qualname__}, {cls.__qualname__})"
+            )
+        cls.method_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def _discover() -> None:
+    """Import every module of this package once so that their ``@register_method`` decorators run."""
+    global _discovered
+    if _discovered:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    _discovered = True
+
+
+def available_methods() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def method_class(name: Any) -> type[SSLMethod]:
+    """The registered class of ``name``; a ``UserError`` listing the registered names otherwise."""
+    _discover()
+    if name not in _REGISTRY:
+        raise UserError(f"--method: unknown method '{name}'; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
 
 
 def local_crop_size(settings: dict[str, Any], patch: int | None) -> int:
@@ -39,61 +95,42 @@ def view_settings(settings: dict[str, Any], patch: int | None) -> dict[str, Any]
 
 
 def validate(settings: dict[str, Any]) -> None:
-    """Checks that need no model: method name, crop counts, sizes, numbers in range."""
-    name = settings.get("name")
-    if name not in METHODS:
-        raise UserError(f"--method: unknown method '{name}'; available: {', '.join(METHODS)}")
-    views = settings["views"]
-    n_global, n_local = int(views["n_global"]), int(views.get("n_local", 0))
-    if name == "simclr" and (n_global != 2 or n_local):
-        raise UserError("method.views: SimCLR uses exactly 2 global views and no local crops")
-    if name == "mae" and (n_global != 1 or n_local):
-        raise UserError("method.views: MAE uses exactly 1 global view and no local crops")
-    if name == "dino" and (n_global < 2 and n_global + n_local < 2):
-        raise UserError("method.views: DINO needs at least 2 crops (n_global + n_local)")
-    if name == "mae" and not 0.0 < float(settings["mask_ratio"]) < 1.0:
-        raise UserError(f"method.mask_ratio must be in (0, 1), got {settings['mask_ratio']}")
-    optimizer = str(settings["optimizer"].get("name", "adamw")).lower()
-    if optimizer not in ("adamw", "lars"):
-        raise UserError(f"method.optimizer.name: unknown optimizer '{optimizer}' (adamw or lars)")
-    if int(settings["image_size"]) <= 0:
-        raise UserError(f"--image-size must be positive, got {settings['image_size']}")
+    """Checks that need no model (``--dry-run``): the method name and its typed settings."""
+    method_class(settings.get("name")).check_settings(settings)
 
 
-def create_method(name: str, settings: dict[str, Any]) -> nn.Module:
-    """Build the LightningModule of method ``name`` (backbones via ``ssl_radiology.models``)."""
-    from ssl_radiology.models import create_backbone
+def _check_backbone(cls: type[SSLMethod], settings: dict[str, Any]) -> int | None:
+    """Backbone-dependent checks (sizes divisible by the patch, ViT-only methods); returns the patch size."""
     from ssl_radiology.models.backbones import patch_size_of, validate_image_size
+
+    name = str(settings["backbone"])
+    patch = patch_size_of(name)
+    validate_image_size(name, int(settings["image_size"]), setting="--image-size")
+    if int(settings["views"].get("n_local", 0)) > 0:
+        validate_image_size(name, local_crop_size(settings, patch), setting="method.views.local_size")
+    if cls.needs_patches and patch is None:
+        raise UserError(
+            f"method.backbone: {cls.method_name} needs a Vision Transformer backbone; '{name}' has no patches"
+        )
+    return patch
+
+
+def create_method(name: str, settings: dict[str, Any]) -> SSLMethod:
+    """Check the settings, then build the LightningModule of method ``name`` (backbones from timm)."""
+    from ssl_radiology.models import create_backbone
     from ssl_radiology.transforms.presets import device_augment
 
+    cls = method_class(name)
     settings = {**settings, "name": name}
-    validate(settings)
+    cls.check_settings(settings)
+    patch = _check_backbone(cls, settings)
+    augment = device_augment(str(settings["augment"]))
     backbone_name, image_size = str(settings["backbone"]), int(settings["image_size"])
-    patch = patch_size_of(backbone_name)
-    validate_image_size(backbone_name, image_size, setting="--image-size")
-    if name == "dino" and int(settings["views"].get("n_local", 0)) > 0:
-        validate_image_size(
-            backbone_name, local_crop_size(settings, patch), setting="method.views.local_size"
-        )
-    if name == "mae" and patch is None:
-        raise UserError(
-            f"method.backbone: MAE needs a Vision Transformer backbone; '{backbone_name}' has no patches"
-        )
-    augment = device_augment(str(settings.get("augment", name)))
 
-    def backbone(drop_path: float = float(settings.get("drop_path", 0.0))) -> nn.Module:
+    def backbone(drop_path: float | None = None) -> nn.Module:
+        rate = float(settings["drop_path"]) if drop_path is None else float(drop_path)
         return create_backbone(
-            backbone_name, in_chans=1, img_size=image_size if patch else None, drop_path_rate=drop_path
+            backbone_name, in_chans=1, img_size=image_size if patch else None, drop_path_rate=rate
         )
 
-    if name == "dino":
-        from ssl_radiology.methods.dino import DINO
-
-        return DINO(settings, augment, student=backbone(), teacher=backbone(0.0))
-    if name == "simclr":
-        from ssl_radiology.methods.simclr import SimCLR
-
-        return SimCLR(settings, augment, backbone=backbone())
-    from ssl_radiology.methods.mae import MAE
-
-    return MAE(settings, augment, vit=backbone())
+    return cls.build(settings, augment, backbone)

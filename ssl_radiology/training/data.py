@@ -137,7 +137,9 @@ class SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int, int]) -> dict[str, Any]:
         position, index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed would also queue lazy CUDA / XPU / MTIA seeding
+            # calls (each formats a stack trace, ~1 ms per sample) in a process that never uses them
+            torch.random.default_generator.manual_seed(seed)
             sample = dict(self.dataset[index])
         sample["position"] = position
         return sample
@@ -158,13 +160,24 @@ class ResumableLoader(DataLoader):
         self.sampler.load_state_dict(state)  # type: ignore[attr-defined]
 
 
+#: where random resized crops are cut (``train.crops``)
+CROP_MODES = ("auto", "loader", "device")
+#: batch entries that only the host uses (sampler progress, debug logs): never copied to the device
+HOST_KEYS = ("position", "index")
+
+
 class PretrainData(L.LightningDataModule):
     """Prepared datasets → multi-crop views → seeded, sharded, resumable batches.
 
     ``sources`` are ``PreparedDataset``-like datasets (``ssl_radiology.data.open_source``, which also takes
     ``NAME:MODALITY`` selectors). ``views`` holds ``MultiCropViews`` keyword arguments. ``weights`` mixes
     the sources (``None``: each slice once per epoch); ``epoch_length`` (default: all slices) sets how many
-    samples an epoch draws.
+    samples an epoch draws. ``names`` (the ``--data`` values) go into ``pretrain_patients.json``.
+
+    ``crops`` says where the random resized crops are cut: ``loader`` (workers crop, the CPU path),
+    ``device`` (workers only read slices and draw boxes; :func:`~ssl_radiology.transforms.views.crop_batch`
+    cuts them on the training device after the batch is transferred) or ``auto`` (device on a GPU, loader
+    otherwise). Both paths draw the same boxes and flips from the same per-sample seeds.
     """
 
     def __init__(
@@ -177,9 +190,16 @@ class PretrainData(L.LightningDataModule):
         seed: int = 0,
         weights: Sequence[float] | None = None,
         epoch_length: int | None = None,
+        names: Sequence[str] | None = None,
+        crops: str = "auto",
     ) -> None:
         super().__init__()
+        if crops not in CROP_MODES:
+            raise UserError(f"train.crops must be one of {', '.join(CROP_MODES)}, got '{crops}'")
+        self.crops = crops
+        self.device_crops = False
         self.sources = list(sources)
+        self.names = list(names) if names is not None else None
         self.views = dict(views)
         self.batch_size, self.workers, self.seed = int(batch_size), int(workers), int(seed)
         self.weights = None if weights is None else list(weights)
@@ -190,10 +210,18 @@ class PretrainData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        from ssl_radiology.transforms.views import MultiCropDataset, MultiCropViews
+        from ssl_radiology.transforms.views import CropBoxesDataset, MultiCropDataset, MultiCropViews
 
         views = MultiCropViews(**self.views)
-        self.dataset = SeededSamples(MultiCropDataset(ConcatDataset(self.sources), views))
+        self.view_sizes = views.sizes
+        on_gpu = bool(self.trainer and self.trainer.strategy.root_device.type == "cuda")
+        self.device_crops = self.crops == "device" or (self.crops == "auto" and on_gpu)
+        corpus = ConcatDataset(self.sources)
+        if self.device_crops:
+            size = max(int(getattr(s, "image_size", 0)) or s[0]["image"].shape[-1] for s in self.sources)
+            self.dataset = SeededSamples(CropBoxesDataset(corpus, views, size))
+        else:
+            self.dataset = SeededSamples(MultiCropDataset(corpus, views))
         trainer = self.trainer
         self.sampler = MixedSampler(
             [len(source) for source in self.sources],  # type: ignore[arg-type]
@@ -204,6 +232,23 @@ class PretrainData(L.LightningDataModule):
             batch_size=self.batch_size,
             epoch_length=self.epoch_length,
         )
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Views go to the device; sampler positions / indices stay on the host, where reading them for
+        the sampler's progress costs no device synchronisation."""
+        host = {key: batch[key] for key in HOST_KEYS if key in batch}
+        rest = {key: value for key, value in batch.items() if key not in host}
+        return {**super().transfer_batch_to_device(rest, device, dataloader_idx), **host}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Device-crop path: cut the views of the whole batch on the training device."""
+        if "boxes" in batch:
+            from ssl_radiology.transforms.views import crop_batch
+
+            batch["views"] = crop_batch(
+                batch.pop("image"), batch.pop("boxes"), batch.pop("flips"), self.view_sizes
+            )
+        return batch
 
     def train_dataloader(self) -> ResumableLoader:
         assert self.dataset is not None and self.sampler is not None, "setup() runs first"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_radiology.analysis.knn import knn_accuracy, knn_predict
-from ssl_radiology.evaluation.knn import knn_probabilities
 from ssl_radiology.evaluation.linear import logistic_regression, sgd_linear
+from ssl_radiology.features.knn import knn_accuracy, knn_predict, knn_probabilities
 
 
 def _blobs(n: int, seed: int, dim: int = 16, classes: int = 3):
@@ -60,3 +59,28 @@ def test_multilabel_logreg_with_masked_and_constant_labels():
     assert probs.shape == (200, 3)
     assert ((probs[:, 0] > 0.5) == (y == 0)).mean() > 0.95
     assert np.allclose(probs[:, 2], 0.0)  # a label never positive in training is a constant 0
+
+
+def test_raw_pixels_features_and_pca_fitted_on_training_rows_only():
+    import torch
+
+    from ssl_radiology.errors import UserError
+    from ssl_radiology.models import checkpoint_hash, load_backbone
+    from ssl_radiology.models.raw_pixels import parse_spec, reduce_features
+
+    model = load_backbone("raw-pixels:4")
+    image = torch.arange(64.0).reshape(1, 1, 8, 8)
+    features = model(image)
+    assert features.shape == (1, 16) and features[0, 0] == pytest.approx(image[0, 0, :2, :2].mean())
+    assert checkpoint_hash("raw-pixels") == "raw-pixels-32px-pca96" != checkpoint_hash("raw-pixels:32:0")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 16)).astype(np.float32)
+    train = np.arange(20)
+    reduced = reduce_features("raw-pixels:4:3", x, train, seed=0)
+    x_changed = x.copy()
+    x_changed[20:] += 100.0  # test rows moved far away: the PCA must not notice
+    again = reduce_features("raw-pixels:4:3", x_changed, train, seed=0)
+    assert reduced.shape == (40, 3) and np.allclose(reduced[:20], again[:20], atol=1e-4)
+    assert reduce_features("raw-pixels:4:0", x, train, 0) is x and reduce_features("runs/a", x, train, 0) is x
+    with pytest.raises(UserError, match="must be integers"):
+        parse_spec("raw-pixels:big")

@@ -3,15 +3,16 @@
 Multi-class tasks report accuracy and balanced accuracy (class imbalance is the rule in radiology, so plain
 accuracy alone flatters a majority-class predictor); multi-label tasks report per-label and mean AUROC, the
 metric the chest X-ray literature compares on. Every task also reports expected calibration error, and AUROC
-gets a seeded bootstrap 95 % interval. Label masks (CheXpert "ignore" policy) drop entries from a label's
+gets a seeded bootstrap 95 % interval that resamples patients when their keys are given. Label masks (CheXpert "ignore" policy) drop entries from a label's
 AUROC instead of counting them as negatives.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from ssl_radiology.evaluation.bootstrap import Predictions, condition_interval
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -55,34 +56,25 @@ def bootstrap_auroc_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    patients: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean AUROC over label columns.
+    """Percentile bootstrap interval of the mean AUROC over label columns, resampling *patients*.
 
-    Vectorised: all resamples are ranked at once (``rankdata(axis=1)``) and AUROC follows from the
-    Mann-Whitney rank sum, so 1000 resamples cost a few array operations instead of 1000 sklearn calls.
-    Resamples in which a label has only one class are left out of that label's mean.
+    All images of a drawn patient enter the replicate, as often as the patient was drawn (a cluster
+    bootstrap: slices of one patient are not independent). Without ``patients`` each image is its own
+    cluster. Vectorised weighted rank sums (``bootstrap.weighted_metric``); a label with one class in a
+    replicate is left out of that replicate's mean.
     """
     labels = np.asarray(labels, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if labels.ndim == 1:
         labels, scores = labels[:, None], scores[:, None]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
-    per_label = np.full((n_resamples, labels.shape[1]), np.nan)
-    for j in range(labels.shape[1]):
-        y = labels[idx, j]
-        ranks = rankdata(scores[idx, j], axis=1)
-        n_pos = y.sum(axis=1)
-        n_neg = y.shape[1] - n_pos
-        valid = (n_pos > 0) & (n_neg > 0)
-        u = (ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2
-        per_label[valid, j] = u[valid] / (n_pos[valid] * n_neg[valid])
-    valid_rows = ~np.all(np.isnan(per_label), axis=1)
-    if not valid_rows.any():
-        return float("nan"), float("nan")
-    means = np.nanmean(per_label[valid_rows], axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+        mask = None if mask is None else np.asarray(mask)[:, None]
+    clusters = np.arange(len(labels)) if patients is None else np.asarray(patients)
+    pred = Predictions(np.arange(len(labels)), clusters, labels, scores, mask)
+    interval = condition_interval("auroc_mean", [[pred]], n_resamples, seed, level)
+    return interval.low, interval.high
 
 
 def multiclass_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -103,19 +95,17 @@ def multilabel_metrics(
     mask: np.ndarray | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
+    patients: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Per-label and mean AUROC (+ bootstrap CI) and ECE over all (unmasked) label decisions."""
+    """Per-label and mean AUROC (+ patient-bootstrap CI) and ECE over all (unmasked) label decisions."""
     per_label = auroc_per_label(labels, probs, mask)
     out = {f"auroc/{name}": float(v) for name, v in zip(class_names, per_label, strict=True)}
     out["auroc_mean"] = float(np.nanmean(per_label)) if np.isfinite(per_label).any() else float("nan")
     if bootstrap > 0:
-        valid = np.isfinite(per_label)
-        use_labels, use_probs = labels[:, valid], probs[:, valid]
-        if mask is not None:
-            keep = np.asarray(mask[:, valid], bool).all(axis=1)
-            use_labels, use_probs = use_labels[keep], use_probs[keep]
         low, high = (
-            bootstrap_auroc_ci(use_labels, use_probs, bootstrap, seed) if valid.any() else (np.nan,) * 2
+            bootstrap_auroc_ci(labels, probs, bootstrap, seed, patients=patients, mask=mask)
+            if np.isfinite(per_label).any()
+            else (np.nan,) * 2
         )
         out["auroc_mean_ci_low"], out["auroc_mean_ci_high"] = float(low), float(high)
     keep = np.ones_like(labels, bool) if mask is None else np.asarray(mask, bool)
@@ -133,11 +123,13 @@ def classification_metrics(
     mask: np.ndarray | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
+    patients: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All metrics of one task kind ("multiclass" | "multilabel") for one evaluation set."""
+    """All metrics of one task kind ("multiclass" | "multilabel") for one evaluation set; ``patients``
+    (one key per image) makes the AUROC interval a patient-level bootstrap."""
     if kind == "multiclass":
         return multiclass_metrics(labels, probs)
-    return multilabel_metrics(labels, probs, class_names, mask, bootstrap, seed)
+    return multilabel_metrics(labels, probs, class_names, mask, bootstrap, seed, patients)
 
 
 def validation_loss(

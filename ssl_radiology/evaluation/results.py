@@ -1,8 +1,15 @@
 """Per-seed result rows on disk: the unit of resume and the input of ``ssl-rad compare``.
 
-Each finished (condition, protocol, task, subset, seed) is one JSON file under ``OUT/seeds/`` holding its rows
-(one per metric), the resolved config and the checkpoint's content hash. It is written atomically, so a run
+Each finished (condition, protocol, task, subset, [pre-training replicate,] seed) is one JSON file under
+``OUT/seeds/`` holding its rows (one per metric), the resolved config and the checkpoint's content hash, and
+beside it an ``.npz`` with the test images' scores, labels and patient keys (what a paired patient-level
+bootstrap needs; written first, so the JSON stays the "done" marker). Both are written atomically, so a run
 killed mid-way loses at most the seed in progress, and a re-run skips every seed whose file exists.
+
+Every row repeats where its numbers come from (contract 5): ``pretrain_seed`` (the pre-training replicate;
+empty for fixed checkpoints), ``init_hash`` (weights a continued pre-training started from), ``health`` (the
+pre-training health status), ``overlap`` (test patients also seen in pre-training; only non-zero with
+``--allow-overlap``) and, for fine-tuning, ``converged`` (False when the best validation step was the last).
 ``OUT/results.csv`` is rebuilt from the seed files after each write; it is what ``compare`` reads.
 A seed file made from a different checkpoint under the same name is refused instead of overwritten or
 mixed, because a table row must describe exactly one set of weights.
@@ -17,15 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ssl_radiology.errors import UserError
+from ssl_radiology.evaluation.bootstrap import Predictions
 
 COLUMNS = [
     "name",
     "checkpoint",
     "checkpoint_hash",
+    "init_hash",
     "backbone",
+    "pretrain_seed",
+    "health",
+    "overlap",
     "protocol",
     "task",
     "fraction",
@@ -33,7 +46,11 @@ COLUMNS = [
     "seed",
     "metric",
     "value",
+    "converged",
+    "predictions",
 ]
+#: per-protocol values lifted from the metrics into a column of every row of that protocol
+ROW_FLAGS = ("converged",)
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class SeedKey:
     fraction: float | None
     shots: int | None
     seed: int
+    pretrain_seed: int | None = None
 
     @property
     def subset(self) -> str:
@@ -54,8 +72,38 @@ class SeedKey:
 
     @property
     def filename(self) -> str:
-        parts = [self.name, self.protocol, self.task, self.subset, f"seed{self.seed}"]
+        parts = [self.name, self.protocol, self.task, self.subset]
+        if self.pretrain_seed is not None:
+            parts.append(f"pretrain{self.pretrain_seed}")
+        parts.append(f"seed{self.seed}")
         return "__".join(re.sub(r"[^A-Za-z0-9._=-]+", "-", p) for p in parts) + ".json"
+
+
+def collect_predictions(task: Any, query: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays stored per seed for the paired bootstrap: test rows only (not OOD), in task row order.
+
+    ``task`` is an evaluation ``Task``; ``probs`` maps each protocol to its (len(query), C) scores."""
+    test = task.split[query] == "test"
+    rows = query[test]
+    arrays = {"sample": rows, "patients": task.patients[rows].astype(str), "labels": task.labels[rows]}
+    if task.label_mask is not None:
+        arrays["mask"] = np.asarray(task.label_mask[rows], bool)
+    arrays.update({f"scores/{p}": np.asarray(v, np.float64)[test] for p, v in probs.items()})
+    return arrays
+
+
+def read_predictions(path: str | os.PathLike[str], protocol: str) -> Predictions:
+    """One protocol's stored test predictions (see :func:`collect_predictions`)."""
+    with np.load(path, allow_pickle=False) as data:
+        if f"scores/{protocol}" not in data:
+            raise UserError(f"{path}: no stored scores for protocol {protocol}")
+        return Predictions(
+            sample=data["sample"],
+            patients=data["patients"],
+            labels=data["labels"],
+            scores=data[f"scores/{protocol}"].astype(np.float64),
+            mask=data.get("mask"),
+        )
 
 
 class ResultStore:
@@ -82,17 +130,32 @@ class ResultStore:
         return True
 
     def write(
-        self, key: SeedKey, meta: dict[str, Any], metrics: dict[str, dict[str, float]], config: dict
+        self,
+        key: SeedKey,
+        meta: dict[str, Any],
+        metrics: dict[str, dict[str, float]],
+        config: dict,
+        predictions: dict[str, np.ndarray] | None = None,
     ) -> Path:
         """Store one finished seed (atomic), then rebuild ``results.csv``.
 
         ``metrics`` maps each protocol this seed produced (``knn-k20``, ``linear-logreg``, ...) to its
         metric values; ``key.protocol`` names the command's family that is skipped on resume.
+        ``predictions`` (from :func:`collect_predictions`) go to ``<seed file>.npz``.
         """
+        self.seed_dir.mkdir(parents=True, exist_ok=True)
+        path = self.seed_dir / key.filename
+        npz = path.with_suffix(".npz")
+        if predictions is not None:
+            tmp_npz = path.with_suffix(".npz.tmp")
+            with tmp_npz.open("wb") as handle:
+                np.savez_compressed(handle, **predictions)
+            os.replace(tmp_npz, npz)
         rows = [
             {
                 **meta,
                 "name": key.name,
+                "pretrain_seed": key.pretrain_seed,
                 "protocol": protocol,
                 "task": key.task,
                 "fraction": key.fraction,
@@ -100,13 +163,13 @@ class ResultStore:
                 "seed": key.seed,
                 "metric": metric,
                 "value": float(value),
+                **{flag: bool(values[flag]) for flag in ROW_FLAGS if flag in values},
+                "predictions": npz.name if predictions is not None else None,
             }
             for protocol, values in metrics.items()
             for metric, value in values.items()
         ]
         payload = {"checkpoint_hash": meta["checkpoint_hash"], "config": config, "rows": rows}
-        self.seed_dir.mkdir(parents=True, exist_ok=True)
-        path = self.seed_dir / key.filename
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=1, default=str))
         os.replace(tmp, path)
@@ -134,7 +197,13 @@ def load_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     if path.is_dir():
         if not (path / "seeds").is_dir():
             raise UserError(f"{path}: no seeds/ folder; not an evaluation --out folder")
-        return ResultStore(path).rows().assign(source=str(path))
-    if path.suffix == ".csv" and path.is_file():
-        return pd.read_csv(path).assign(source=str(path))
-    raise UserError(f"{path}: not an evaluation result folder or results.csv")
+        rows, seed_dir = ResultStore(path).rows(), path / "seeds"
+    elif path.suffix == ".csv" and path.is_file():
+        rows, seed_dir = pd.read_csv(path).reindex(columns=COLUMNS), path.parent / "seeds"
+    else:
+        raise UserError(f"{path}: not an evaluation result folder or results.csv")
+    rows["predictions"] = [
+        str(seed_dir / name) if isinstance(name, str) and (seed_dir / name).is_file() else None
+        for name in rows["predictions"]
+    ]
+    return rows.assign(source=str(path))

@@ -7,6 +7,7 @@ A backbone *spec* names where weights come from:
 - ``<file>.safetensors`` (metadata from ``<stem>.json`` or ``backbone.json`` beside it, else ``backbone=``),
 - ``<file>.ckpt`` (Lightning; ``checkpoint["ssl_radiology"]`` says which keys are the backbone),
 - ``random`` (initialised from torch's global RNG: seed with ``torch.manual_seed`` first),
+- ``raw-pixels[:SIZE[:PCA]]`` (no weights: the resized image as features; see ``raw_pixels``),
 - ``imagenet`` (timm's default ImageNet tag of ``backbone=``), ``imagenet:<tag>`` (``imagenet:dino`` or
   ``imagenet:vit_small_patch16_224.dino``) or ``imagenet:<file>`` (timm-format weights on disk; offline use).
 
@@ -36,6 +37,7 @@ from torch import nn
 
 from ssl_radiology.errors import UserError
 from ssl_radiology.models.backbones import WEIGHT_SUFFIXES, create_backbone, validate_image_size
+from ssl_radiology.models.raw_pixels import RawPixels, is_raw_pixels, parse_spec
 
 WEIGHTS_FILE = "backbone.safetensors"
 META_FILE = "backbone.json"
@@ -55,6 +57,8 @@ def load_backbone(
     position embeddings for other inputs, so ``image_size`` is only checked against the patch size.
     """
     text = os.fspath(spec)
+    if is_raw_pixels(text):
+        return RawPixels(parse_spec(text).size)
     if text == "random":
         return create_backbone(_require_backbone(backbone, text), img_size=image_size)
     if text == "imagenet" or text.startswith("imagenet:"):
@@ -289,6 +293,8 @@ def checkpoint_hash(
     - ``imagenet:<file>``: ``imagenet-<sha256 of the file>``.
     """
     text = os.fspath(spec)
+    if is_raw_pixels(text):
+        return parse_spec(text).hash
     if text == "random":
         name = _require_backbone(backbone, text)
         return f"random-{name}-seed{torch.initial_seed() if seed is None else seed}"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ssl_radiology.analysis.knn import knn_accuracy, knn_predict, knn_predict_multilabel
+from ssl_radiology.features.knn import knn_accuracy, knn_predict, knn_predict_multilabel
 
 
 def _reference_votes(train_x, train_y, test_x, k, temperature):

@@ -2,8 +2,10 @@
 
 The corpus (8 phantom cases at 32 px, 24 natural crops) is written once per test session under pytest's base
 temporary folder and shared with ``test_notebooks.py``, as is ``SSL_RAD_CACHE`` (the feature cache); numba's
-compiled UMAP kernels go to the user cache unless ``NUMBA_CACHE_DIR`` is set. Checkpoints: ``random`` and an
-ImageNet-format file saved from a random 3-channel timm model, so nothing is downloaded.
+compiled UMAP kernels go to the user cache unless ``NUMBA_CACHE_DIR`` is set. Patient / file keys use a fixed
+``SSL_RAD_KEY`` (``TEST_KEY``), so the session's corpus never depends on the user's installation key.
+Checkpoints: ``random`` and an ImageNet-format file saved from a random 3-channel timm model, so nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ssl_radiology.cli import main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BACKBONE = "test_resnet"  # timm's 96-feature ResNet for tests: Fréchet distances stay cheap
 USER_NUMBA_CACHE = Path.home() / ".cache" / "ssl-radiology" / "numba"
+TEST_KEY = "ssl-radiology tests"  # $SSL_RAD_KEY while the tiny corpus is built and read
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ class TinyCorpus:
 
 
 def tiny_corpus(base: Path) -> TinyCorpus:
-    """Build (once per session, under a lock) the tiny prepared sources, task and checkpoint file."""
+    """Build (once per session, under a lock) the tiny prepared sources, task and checkpoint file.
+
+    Callers set ``SSL_RAD_KEY=TEST_KEY`` first: the keys of the prepared corpus are HMACs of that secret."""
     from ssl_radiology.data.natural import write_natural_crops
     from ssl_radiology.data.phantom import generate_phantom
     from ssl_radiology.data.prepare import prepare_dataset
@@ -58,9 +63,7 @@ def tiny_corpus(base: Path) -> TinyCorpus:
         if corpus.imagenet.is_file():
             return corpus
         generate_phantom(root / "phantom-raw", cases=8, seed=0, ct_size=32, xray_size=32)
-        prepare_dataset(
-            root / "phantom-raw", corpus.phantom, image_size=32, workers=0, salt="t", progress=False
-        )
+        prepare_dataset(root / "phantom-raw", corpus.phantom, image_size=32, workers=0, progress=False)
         write_natural_crops(root / "natural-raw", count=24, seed=0)
         prepare_dataset(
             root / "natural-raw", corpus.natural, image_size=32, workers=0, modality="OT", progress=False
@@ -77,8 +80,9 @@ def tiny_corpus(base: Path) -> TinyCorpus:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    built = tiny_corpus(tmp_path_factory.getbasetemp())
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_RAD_KEY", TEST_KEY)
+        built = tiny_corpus(tmp_path_factory.getbasetemp())
         patch.setenv("SSL_RAD_CACHE", str(built.cache))
         # UMAP's numba kernels take ~30 s of CPU to compile: keep them where later runs find them.
         patch.setenv("NUMBA_CACHE_DIR", os.environ.get("NUMBA_CACHE_DIR", str(USER_NUMBA_CACHE)))
@@ -200,7 +204,7 @@ def test_user_errors_are_one_line(corpus, tmp_path, capsys, argv, message):
 
 
 def test_domains_split_by_modality_and_name_shared_labels_by_source(corpus):
-    from ssl_radiology.analysis.pipeline import sample_domains
+    from ssl_radiology.analysis.sampling import sample_domains
 
     sample = sample_domains([str(corpus.phantom), str(corpus.natural)], 32, max_per_domain=5, seed=1)
     assert sample.counts() == {"CT slices": 5, "X-ray": 5, "natural": 5}
@@ -214,7 +218,7 @@ def test_domains_split_by_modality_and_name_shared_labels_by_source(corpus):
 
 
 def test_modality_selector_restricts_a_mixed_source(corpus):
-    from ssl_radiology.analysis.pipeline import sample_domains
+    from ssl_radiology.analysis.sampling import sample_domains
 
     ct_only = sample_domains([f"{corpus.phantom}:CT"], 32, max_per_domain=1000, seed=0)
     assert set(ct_only.counts()) == {"CT slices"}

@@ -146,7 +146,7 @@ def clustered(n: int, centres: np.ndarray, rng: np.random.Generator) -> tuple[np
 def bench_knn(sizes: dict, k: int = 20, temperature: float = 0.07, threads: int = 2) -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
-    from ssl_radiology.analysis.knn import knn_accuracy
+    from ssl_radiology.features.knn import knn_accuracy
 
     rng = np.random.default_rng(0)
     centres = (

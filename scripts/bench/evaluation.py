@@ -6,7 +6,7 @@
 
 Sections (each prints a ratio against its baseline):
   features  images/s of ``extract_features`` (tiny + small ViT on CPU) and a cached re-read vs extraction;
-  knn       exact DINO kNN (``analysis.knn`` via ``evaluation.knn``, faiss) on a 100k × 384 bank with 10k
+  knn       exact DINO kNN (``features.knn``, faiss) on a 100k × 384 bank with 10k
             queries vs scikit-learn brute-force KNeighborsClassifier with the same weights (goal ≥ 2.5×,
             same accuracy) and vs one bare Q @ Bᵀ similarity product of the same sizes (goal ≤ 1.3×);
   logreg    the warm-started logistic-regression C sweep vs independent cold fits (chosen C, val loss).
@@ -31,13 +31,25 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+class CTArrays(torch.utils.data.Dataset):
+    """In-memory CT slices (N, S, S) in HU, served like a PreparedDataset (no disk in the measurement)."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": torch.from_numpy(self.images[i])[None], "index": i, "modality": "CT"}
+
+
 def bench_features(n_images: int, image_size: int) -> None:
-    from ssl_radiology.evaluation.adapters import ArrayImages
-    from ssl_radiology.evaluation.features import extract_features
+    from ssl_radiology.features.extract import extract_features
     from ssl_radiology.models import create_backbone
 
     rng = np.random.default_rng(0)
-    dataset = ArrayImages(rng.uniform(-1000, 1000, (n_images, 128, 128)).astype(np.float32), "CT", 128)
+    dataset = CTArrays(rng.uniform(-1000, 1000, (n_images, 128, 128)).astype(np.float32))
     for name in ("vit_tiny_patch16_224", "vit_small_patch16_224"):
         model = create_backbone(name, img_size=image_size)
         with tempfile.TemporaryDirectory() as cache:
@@ -56,7 +68,7 @@ def bench_features(n_images: int, image_size: int) -> None:
 def bench_knn(n_bank: int, n_queries: int, dim: int, k: int, threads: int | None) -> None:
     from sklearn.neighbors import KNeighborsClassifier
 
-    from ssl_radiology.evaluation.knn import knn_probabilities
+    from ssl_radiology.features.knn import knn_probabilities
 
     rng = np.random.default_rng(0)
     centres = 0.12 * rng.normal(size=(10, dim)).astype(np.float32)  # overlapping classes: accuracy < 1
@@ -89,7 +101,7 @@ def bench_knn(n_bank: int, n_queries: int, dim: int, k: int, threads: int | None
     t_mm, _ = timed(bare_product)
     acc_ours, acc_sk = np.mean(ours == y_query), np.mean(theirs == y_query)
     print(f"knn bank {n_bank:,} × {dim}, {n_queries:,} queries, k={k}:")
-    print(f"  analysis.knn (faiss exact)  {t_ours:7.2f} s  accuracy {acc_ours:.4f}")
+    print(f"  features.knn (faiss exact)  {t_ours:7.2f} s  accuracy {acc_ours:.4f}")
     print(
         f"  sklearn brute force         {t_sk:7.2f} s  accuracy {acc_sk:.4f}  -> ours {t_sk / t_ours:.2f}× faster"
     )

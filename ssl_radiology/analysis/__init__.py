@@ -1,33 +1,14 @@
-"""Feature-space analysis: CKA (full, RBF, minibatch, layer-wise), weighted kNN, domain metrics, UMAP, plots.
+"""Feature-space analysis: CKA (full, RBF, minibatch, layer-wise), domain metrics, UMAP, plots.
 
-Pure functions on numpy arrays or torch tensors; used by ``ssl-rad analyze``, the evaluation engine (kNN)
-and the notebooks. ``umap_view`` (umap-learn, numba) and ``plots`` (matplotlib) are imported from their
-submodules so that importing this package stays cheap.
+What ``ssl-rad analyze`` and the notebooks in ``analysis/`` run, one job per module:
+
+- :mod:`~.settings` — shared settings (eval config, image size, device, layer pooling) and backbone features
+  through :mod:`ssl_radiology.features` (the same cache as ``ssl-rad knn``);
+- :mod:`~.sampling` — a seeded sample of images per domain from ``--data`` sources / tasks;
+- :mod:`~.analyses` — the four analyses (``cka``, ``knn``, ``umap``, ``domains``) writing JSON + PNG;
+- :mod:`~.output` — captions and JSON files; :mod:`~.plots` — figures;
+- :mod:`~.cka`, :mod:`~.layers`, :mod:`~.domains`, :mod:`~.umap_view` — pure functions on arrays / models.
+
+Weighted kNN lives in :mod:`ssl_radiology.features.knn` (evaluation uses it too). Import the submodules
+you need: this package imports nothing, so that importing it stays cheap.
 """
-
-from ssl_radiology.analysis.cka import (
-    MinibatchCKA,
-    MultiLayerMinibatchCKA,
-    cka_from_grams,
-    linear_cka,
-    rbf_cka,
-)
-from ssl_radiology.analysis.domains import domain_metrics, frechet_distance
-from ssl_radiology.analysis.knn import KnnVotes, knn_accuracy, knn_predict, knn_predict_multilabel
-from ssl_radiology.analysis.layers import layer_cka, select_layers
-
-__all__ = [
-    "KnnVotes",
-    "MinibatchCKA",
-    "MultiLayerMinibatchCKA",
-    "cka_from_grams",
-    "domain_metrics",
-    "frechet_distance",
-    "knn_accuracy",
-    "knn_predict",
-    "knn_predict_multilabel",
-    "layer_cka",
-    "linear_cka",
-    "rbf_cka",
-    "select_layers",
-]

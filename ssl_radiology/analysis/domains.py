@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ssl_radiology.analysis.knn import cosine_search
+from ssl_radiology.features.knn import cosine_search
 
 
 def _probe_accuracy(features: np.ndarray, domains: np.ndarray, n_splits: int, seed: int) -> float:

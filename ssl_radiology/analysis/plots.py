@@ -1,4 +1,4 @@
-"""PNG figures for the analysis: embeddings coloured by domain/label and layer-wise CKA heatmaps.
+"""PNG figures for the analysis: embeddings coloured by domain/label, layer-wise CKA heatmaps, bar charts.
 
 Figures are built with :class:`matplotlib.figure.Figure` and saved through the Agg canvas, never through
 ``pyplot``: no global backend switch, no open-figure registry, safe in headless CI and worker processes.
@@ -80,4 +80,33 @@ def plot_cka_heatmap(
     ax.set_yticks(range(len(names_x)), [str(n) for n in names_x], fontsize="small")
     fig.colorbar(image, ax=ax, label="CKA")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_bars(groups: dict[str, dict[str, float]], path: str | Path, title: str, ylabel: str) -> Path:
+    """Bars of ``{group: {name: value}}``, values printed on top.
+
+    One group (kNN per checkpoint or per layer): the names label the x axis. Several groups (domain
+    metrics): one cluster per group, one colour per name, with a legend.
+    """
+    names = list(dict.fromkeys(n for values in groups.values() for n in values))
+    single = len(groups) == 1
+    width = 0.8 if single else 0.8 / max(len(names), 1)
+    fig = Figure(figsize=(max(4.0, 1.2 + 0.5 * len(groups) * len(names)), 3.6))
+    ax = fig.add_subplot()
+    for j, name in enumerate(names):
+        offset = 0.0 if single else (j - (len(names) - 1) / 2) * width
+        xs = (np.array([j]) if single else np.arange(len(groups))) + offset
+        values = [float(groups[g].get(name, np.nan)) for g in groups]
+        bars = ax.bar(xs, values, width=width, label=name)
+        labels = ["n/a" if not np.isfinite(v) else f"{v:.3f}" for v in values]
+        ax.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+    ticks = names if single else list(groups)
+    ax.set_xticks(range(len(ticks)), ticks, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.margins(y=0.15)
+    if not single:
+        ax.legend(fontsize="small", frameon=False, loc="best")
     return _save(fig, path)

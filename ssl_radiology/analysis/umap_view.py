@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_radiology.analysis.knn import cosine_search
+from ssl_radiology.features.knn import cosine_search
 
 
 def _ensure_numba_cache() -> None:

@@ -1,7 +1,8 @@
 """``ssl-rad analyze {cka,knn,umap,domains}``: feature-space analysis of checkpoints, written as JSON + PNG.
 
-The work lives in :mod:`ssl_radiology.analysis.pipeline` (shared with the notebooks in ``analysis/``); this
-module only turns the command line into those calls.
+The work lives in :mod:`ssl_radiology.analysis.analyses` (shared with the notebooks in ``analysis/``); this
+module only turns the command line into an :class:`~ssl_radiology.api.types.AnalyzeRequest` for
+:func:`ssl_radiology.api.analyze`. Nothing heavy is imported before ``run``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 from pathlib import Path
 
 ANALYSES = ("cka", "knn", "umap", "domains")
+POOLINGS = ("auto", "mean", "cls", "flat")  # features.layers.POOLINGS, spelled out for a fast --help
+DEFAULT_POOLING = "auto"  # features.layers.DEFAULT_POOLING (a test keeps them equal)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-layer", action="store_true", help="knn: also per layer of the first checkpoint"
     )
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=DEFAULT_POOLING,
+        help="how a layer's output becomes one vector for layer-wise CKA and per-layer kNN: the ViT class "
+        "token (cls), the mean of the patch tokens / spatial mean (mean), all tokens flattened (flat); "
+        "auto = cls for ViTs with a class token, else mean",
+    )
     parser.add_argument("--out", default="analysis-results", help="output folder for JSON and PNG files")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument(
@@ -60,20 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssl_radiology.analysis import pipeline
-    from ssl_radiology.errors import UserError
+    from ssl_radiology.analysis.settings import backbone_refs
+    from ssl_radiology.api import analyze
+    from ssl_radiology.api.types import AnalyzeRequest
 
-    settings = pipeline.load_settings(args.image_size, args.overrides, args.device, args.feature_cache)
-    checkpoints = pipeline.checkpoint_specs(args.checkpoint, args.name, args.backbone, args.seed)
-    out = Path(args.out)
-    if args.analysis == "knn":
-        if len(args.data) != 1:
-            raise UserError(f"knn evaluates on one labelled task; got --data {' '.join(args.data)}")
-        result = pipeline.run_knn(checkpoints, args.data[0], settings, out, per_layer=args.per_layer)
-    else:
-        sample = pipeline.sample_domains(args.data, settings.image_size, args.max_samples, args.seed)
-        runner = {"cka": pipeline.run_cka, "umap": pipeline.run_umap, "domains": pipeline.run_domains}
-        result = runner[args.analysis](checkpoints, sample, settings, out, seed=args.seed)
+    request = AnalyzeRequest(
+        analysis=args.analysis,
+        backbones=tuple(backbone_refs(args.checkpoint, args.name, args.backbone, args.seed)),
+        data=tuple(args.data),
+        out=args.out,
+        image_size=args.image_size,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        per_layer=args.per_layer,
+        pooling=args.pooling,
+        device=args.device,
+        feature_cache=args.feature_cache,
+        overrides=tuple(args.overrides),
+    )
+    result = analyze(request)
     print(result["caption"])
-    print(f"wrote {out / (args.analysis + '.json')}")
+    print(f"wrote {Path(args.out) / (args.analysis + '.json')}")
     return 0

@@ -1,7 +1,7 @@
 """Weighted k-nearest-neighbour classification on frozen features (the DINO protocol).
 
-One implementation serves evaluation (multi-k reporting, AUROC from vote scores) and analysis (domain
-purity, UMAP graphs): features are L2-normalised, neighbours come from an *exact* inner-product search
+One implementation serves evaluation (multi-k reporting, AUROC from vote scores: :func:`knn_probabilities`)
+and analysis (domain purity, UMAP graphs, per-layer kNN): features are L2-normalised, neighbours come from an *exact* inner-product search
 (``faiss.IndexFlatIP``; approximate indexes would make accuracies depend on index parameters), and the k
 nearest training examples vote with weight ``exp(cosine / T)``.
 
@@ -12,7 +12,8 @@ Rules that the published protocol leaves open, fixed here:
 * Classes are the sorted unique training labels (any ints); a test label absent from training can never
   be predicted and so counts as an error. Ties between classes go to the smallest label.
 * faiss uses OpenMP; pass ``num_threads`` to bound it (e.g. to the cores a DataLoader is not using). The
-  previous thread count is restored afterwards.
+  previous thread count is restored afterwards. faiss is imported on first use, so importing this module
+  (e.g. for ``ssl-rad knn --help``) costs only numpy.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 DEFAULT_KS = (10, 20, 100, 200)
@@ -35,6 +35,8 @@ def faiss_threads(num_threads: int | None) -> Iterator[None]:
         return
     if num_threads < 1:
         raise ValueError(f"num_threads must be ≥ 1, got {num_threads}")
+    import faiss
+
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(num_threads)
     try:
@@ -50,6 +52,8 @@ def normalised(features: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be 2-D (examples × features), got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinite values")
+    import faiss
+
     faiss.normalize_L2(array)
     return array
 
@@ -63,6 +67,8 @@ def cosine_search(
         raise ValueError(f"feature sizes differ: bank has {bank_n.shape[1]}, queries have {query_n.shape[1]}")
     if not 1 <= k <= bank_n.shape[0]:
         raise ValueError(f"k must be between 1 and the bank size {bank_n.shape[0]}, got {k}")
+    import faiss
+
     index = faiss.IndexFlatIP(bank_n.shape[1])
     with faiss_threads(num_threads):
         index.add(bank_n)
@@ -164,11 +170,14 @@ def knn_predict_multilabel(
     ks: Iterable[int] = DEFAULT_KS,
     temperature: float = 0.07,
     num_threads: int | None = None,
+    train_mask: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Multi-label kNN (e.g. chest X-ray findings): per label, the weighted mean of neighbours' 0/1 labels.
 
     ``train_labels`` is (n_train, L) of 0/1; returns ``{k: (n_test, L) scores in [0, 1]}`` usable directly
-    as per-label AUROC scores.
+    as per-label AUROC scores. ``train_mask`` (n_train, L), False where a label is unknown (uncertain-label
+    policy "ignore"): such neighbours cast no vote for that label; with no known neighbour among the k the
+    score is the label's prevalence among the known training labels.
     """
     labels = np.asarray(train_labels)
     if labels.ndim != 2:
@@ -179,10 +188,46 @@ def knn_predict_multilabel(
     requested, k_max = _check_ks(ks, len(train_x))
     similarities, indices = cosine_search(train_x, test_x, k_max, num_threads)
     weights = _weights(similarities, temperature)
-    neighbour_labels = labels.astype(np.float64)[indices]  # (n_test, k_max, L)
+    known = np.ones(labels.shape) if train_mask is None else np.asarray(train_mask, np.float64)
+    if known.shape != labels.shape:
+        raise ValueError(f"train_mask has shape {known.shape}, train_labels {labels.shape}")
+    prior = (labels * known).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    neighbour_labels = (labels * known).astype(np.float64)[indices]  # (n_test, k_max, L)
+    neighbour_known = known[indices]
     scores = {}
     for k in requested:
         used = min(k, k_max)
         w = weights[:, :used]
-        scores[k] = np.einsum("qk,qkl->ql", w, neighbour_labels[:, :used]) / w.sum(axis=1, keepdims=True)
+        votes = np.einsum("qk,qkl->ql", w, neighbour_labels[:, :used])
+        weight = np.einsum("qk,qkl->ql", w, neighbour_known[:, :used])
+        scores[k] = np.where(weight > 0, votes / np.where(weight > 0, weight, 1), prior)
     return scores
+
+
+def knn_probabilities(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    query_x: np.ndarray,
+    kind: str,
+    n_classes: int,
+    ks: Iterable[int] = DEFAULT_KS,
+    temperature: float = 0.07,
+    num_threads: int | None = None,
+    train_mask: np.ndarray | None = None,
+) -> dict[int, np.ndarray]:
+    """``{k: (n_query, n_classes) scores}`` over *all* task classes, for every requested k.
+
+    Multi-class: vote probabilities, with a class absent from a small training subset getting probability 0
+    instead of shifting the columns, so the shared metrics apply. Multi-label (``kind="multilabel"``): the
+    per-label weighted neighbour mean over the neighbours whose label is known (``train_mask``).
+    """
+    ks = tuple(ks)
+    if kind == "multilabel":
+        return knn_predict_multilabel(train_x, train_y, query_x, ks, temperature, num_threads, train_mask)
+    votes = knn_predict(train_x, train_y, query_x, ks, temperature, num_threads)
+    out = {}
+    for k in ks:
+        probs = np.zeros((len(query_x), n_classes))
+        probs[:, votes.classes] = votes.probabilities(k)
+        out[k] = probs
+    return out

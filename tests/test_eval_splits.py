@@ -77,3 +77,44 @@ def test_k_shot_per_class_and_errors():
     )
     with pytest.raises(UserError, match="class 'a' has only 10"):
         k_shot(labels, np.arange(30), 11, seed=0, kind="multiclass", class_names=CLASSES)
+
+
+def test_stratified_test_split_gives_every_stratum_its_share():
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{i:03d}" for i in range(120)], 3)
+    site = np.repeat(rng.choice(["A", "B", "C"], size=120, p=[0.5, 0.3, 0.2]), 3)
+    sex = np.repeat(rng.choice(["F", "M"], size=120), 3)
+    strata = np.char.add(np.char.add(site, "|"), sex)
+    test = fixed_test_split(patients, 0.25, strata=strata)
+    assert len(set(patients[test])) == 30  # the total does not change with stratification
+    assert not set(patients[test]) & set(patients[~test])
+    first = np.arange(0, 360, 3)  # one row per patient
+    for value in np.unique(strata):
+        members = strata[first] == value
+        share = test[first][members].sum()
+        assert abs(share - 0.25 * members.sum()) < 1.0, value  # largest remainder: within one patient
+    perm = rng.permutation(len(patients))
+    np.testing.assert_array_equal(fixed_test_split(patients[perm], 0.25, strata=strata[perm]), test[perm])
+
+
+def test_stratified_split_keeps_a_confound_from_flipping():
+    # 40 patients; site A holds 30 of them and every positive label. An unstratified hash split may send
+    # any number of site-B patients to test; stratified, test holds exactly a quarter of each site.
+    patients = np.array([f"case{i:02d}" for i in range(40)])
+    site = np.array(["A"] * 30 + ["B"] * 10)
+    test = fixed_test_split(patients, 0.25, strata=site)
+    assert (site[test] == "A").sum() == 8 and (site[test] == "B").sum() == 2  # 7.5 / 2.5 → 8 / 2
+    # a patient's stratum is its most frequent row value, so per-row labels can join the strata
+    rows = np.repeat(patients, 2)
+    mixed = np.repeat(site, 2).astype(object)
+    mixed[1::2] = "other"  # ties: the smallest value wins ("A" or "B" before "other")
+    np.testing.assert_array_equal(fixed_test_split(rows, 0.25, strata=mixed), np.repeat(test, 2))
+
+
+def test_stratified_split_without_strata_is_the_plain_hash_split():
+    patients, _ = _data()
+    np.testing.assert_array_equal(
+        fixed_test_split(patients, 0.2, strata=np.zeros(len(patients))), fixed_test_split(patients, 0.2)
+    )
+    with pytest.raises(UserError, match="strata: 3 values"):
+        fixed_test_split(patients, 0.2, strata=np.zeros(3))

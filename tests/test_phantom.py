@@ -65,7 +65,14 @@ def test_layout_counts_and_parameters(corpus: Path) -> None:
     assert [p.name for p in (corpus / "ct_nifti").iterdir()] == ["CASE0003.nii.gz"]
     assert sorted(p.name for p in (corpus / "xray").iterdir()) == [f"CASE000{i}.dcm" for i in range(4)]
     params = json.loads((corpus / "phantom.json").read_text())
-    assert params == {"version": 1, "seed": 0, "cases": 4, "ct_size": SIZE, "xray_size": SIZE}
+    assert params == {
+        "version": 1,
+        "seed": 0,
+        "cases": 4,
+        "first_case": 0,
+        "ct_size": SIZE,
+        "xray_size": SIZE,
+    }
 
 
 @pytest.mark.parametrize("case", ["CASE0000", "CASE0001", "CASE0002"])
@@ -221,6 +228,31 @@ def test_same_seed_is_byte_identical_and_other_seeds_differ(corpus: Path, tmp_pa
     ]
     other = generate_phantom(tmp_path / "other", cases=1, seed=1, ct_size=SIZE, xray_size=SIZE).out_dir
     assert (other / "xray" / "CASE0000.dcm").read_bytes() != (corpus / "xray" / "CASE0000.dcm").read_bytes()
+
+
+def test_case_ranges_continue_one_cohort_and_disjoint_ranges_share_no_patient(
+    corpus: Path, tmp_path: Path
+) -> None:
+    tail = generate_phantom(tmp_path / "tail", cases=2, seed=0, ct_size=SIZE, xray_size=SIZE, first_case=2)
+    assert json.loads(tail.params.read_text())["first_case"] == 2
+    for case in ("CASE0002", "CASE0003"):  # case i depends only on (seed, i): the same patient
+        assert (tail.out_dir / "xray" / f"{case}.dcm").read_bytes() == (
+            corpus / "xray" / f"{case}.dcm"
+        ).read_bytes()
+    far = generate_phantom(
+        tmp_path / "far", cases=2, seed=0, ct_size=SIZE, xray_size=SIZE, first_case=100_000
+    )
+    assert sorted(p.stem for p in (far.out_dir / "xray").glob("*.dcm")) == ["CASE100000", "CASE100001"]
+
+    def patient_ids(root: Path) -> set[str]:
+        return {str(pydicom.dcmread(p, stop_before_pixels=True).PatientID) for p in root.rglob("*.dcm")}
+
+    assert not patient_ids(corpus) & patient_ids(far.out_dir)
+    assert not {r["case"] for r in _rows(corpus / "labels" / "ct_slices.csv")} & {
+        r["case"] for r in _rows(far.out_dir / "labels" / "ct_slices.csv")
+    }
+    with pytest.raises(UserError, match="first_case"):
+        generate_phantom(tmp_path / "bad", cases=1, first_case=-1)
 
 
 def test_findings_change_the_radiograph() -> None:

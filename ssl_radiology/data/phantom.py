@@ -402,11 +402,20 @@ def generate_phantom(
     ct_size: int = 128,
     xray_size: int = 256,
     *,
+    first_case: int = 0,
     on_case: Callable[[str], None] | None = None,
 ) -> PhantomSummary:
-    """Write the phantom corpus into ``out_dir`` (see the module docstring); ``on_case`` is told each case done."""
+    """Write the phantom corpus into ``out_dir`` (see the module docstring); ``on_case`` is told each case done.
+
+    The cases are ``first_case … first_case + cases − 1``. Case ``i`` depends only on ``(seed, i)``, so two
+    corpora with the same seed and disjoint case ranges hold different patients (different anatomy,
+    findings, patient IDs and file names): the built-in study pre-trains on one range and evaluates on
+    another, and the leakage guard can verify it from the patient keys.
+    """
     if cases < 1:
         raise UserError(f"--cases must be at least 1, got {cases}")
+    if first_case < 0:
+        raise UserError(f"first_case must be ≥ 0, got {first_case}")
     for name, size in (("ct-size", ct_size), ("xray-size", xray_size)):
         if not 32 <= size <= 1024:
             raise UserError(f"--{name} must be between 32 and 1024 pixels, got {size}")
@@ -416,7 +425,7 @@ def generate_phantom(
     _prepare_out_dir(out)
     ct_rows: list[dict] = []
     xray_rows: list[dict] = []
-    for index in range(cases):
+    for index in range(first_case, first_case + cases):
         rows, xray_row = generate_case(out, seed, index, ct_size, xray_size)
         ct_rows.extend(rows)
         xray_rows.append(xray_row)
@@ -430,13 +439,14 @@ def generate_phantom(
         "version": PHANTOM_VERSION,
         "seed": seed,
         "cases": cases,
+        "first_case": first_case,
         "ct_size": ct_size,
         "xray_size": xray_size,
     }
     tmp = params.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, params)
-    nifti = sum(1 for index in range(cases) if index % 4 == 3)
+    nifti = sum(1 for index in range(first_case, first_case + cases) if index % 4 == 3)
     return PhantomSummary(
         out_dir=out,
         cases=cases,

@@ -4,6 +4,8 @@ Three rules keep the numbers honest:
 
 * the **test split is fixed**: a patient goes to test when its key ranks among the lowest by a salted SHA-256
   hash, so it never depends on the seed and adding seeds never moves a patient between train and test;
+  given ``strata`` (e.g. site × sex), each stratum sends its own share of patients to test, so an association
+  between a confound and the label cannot flip between train and test by the luck of the hash;
 * **no patient is in two splits** (train / validation / test / ood): slices of one patient are near duplicates;
 * subsets are **drawn per seed** (that is what the seeds measure) and **fail loudly** when a class ends up
   without a sample instead of silently reporting a metric over fewer classes.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 
 from ssl_radiology.errors import UserError
 
@@ -23,16 +26,44 @@ def _hash_unit(key: str, salt: str) -> int:
 
 
 def fixed_test_split(
-    patients: np.ndarray, test_fraction: float = 0.2, salt: str = "ssl-rad-test"
+    patients: np.ndarray,
+    test_fraction: float = 0.2,
+    salt: str = "ssl-rad-test",
+    strata: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean mask of the test rows: the ``round(test_fraction × n_patients)`` patients (at least one) with
-    the smallest salted hash. Deterministic and independent of any seed."""
-    unique = np.unique(np.asarray(patients).astype(str))
+    """Boolean mask of the test rows: ``round(test_fraction × n_patients)`` patients (at least one, never all),
+    those with the smallest salted hash. Deterministic and independent of any seed and of the row order.
+
+    ``strata`` (one value per row, e.g. ``"A|F"`` for site A, female) makes the split stratified: the test
+    patients are shared out over the strata in proportion to their sizes (largest-remainder rule, so the
+    total is unchanged) and taken in hash order within each. A patient's stratum is its most frequent value
+    (ties: the smallest), so a per-row label such as a slice's finding may be folded in too.
+    """
+    keys = np.asarray(patients).astype(str)
+    unique = np.unique(keys)
     if len(unique) < 2:
         raise UserError(f"a patient-level split needs at least 2 patients, found {len(unique)}")
     n_test = min(len(unique) - 1, max(1, round(test_fraction * len(unique))))
-    order = sorted(unique, key=lambda p: _hash_unit(p, salt))
-    return np.isin(np.asarray(patients).astype(str), order[:n_test])
+    if strata is None:
+        order = sorted(unique, key=lambda p: _hash_unit(p, salt))
+        return np.isin(keys, order[:n_test])
+    values = np.asarray(strata).astype(str)
+    if len(values) != len(keys):
+        raise UserError(f"strata: {len(values)} values for {len(keys)} rows")
+    frame = pd.DataFrame({"patient": keys, "stratum": values})
+    counts = frame.groupby(["patient", "stratum"]).size().reset_index(name="n")
+    counts = counts.sort_values(["patient", "n", "stratum"], ascending=[True, False, True])
+    of_patient = counts.drop_duplicates("patient").set_index("patient")["stratum"]
+    names, sizes = np.unique(of_patient.to_numpy(), return_counts=True)
+    exact = sizes * n_test / len(unique)
+    take = np.floor(exact).astype(int)
+    order = sorted(range(len(names)), key=lambda i: (-(exact[i] - take[i]), _hash_unit(names[i], salt)))
+    take[order[: n_test - int(take.sum())]] += 1
+    chosen: list[str] = []
+    for name, n in zip(names, take, strict=True):
+        members = of_patient.index[of_patient.to_numpy() == name]
+        chosen.extend(sorted(members, key=lambda p: _hash_unit(p, salt))[:n])
+    return np.isin(keys, chosen)
 
 
 def check_classes(labels: np.ndarray, idx: np.ndarray, kind: str, class_names: list[str], where: str) -> None:

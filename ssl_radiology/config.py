@@ -8,10 +8,13 @@ every run directory (``config.yaml``) so that a published number can always be t
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -21,14 +24,24 @@ _MISSING = object()
 
 
 def config_root() -> Path:
-    """The ``configs/`` folder: ``$SSL_RAD_CONFIGS``, else the one beside the package source."""
+    """The ``configs/`` folder: ``$SSL_RAD_CONFIGS``, else the one installed in the package, else the
+    checkout's (editable installs and source trees keep ``configs/`` beside the package)."""
     env = os.environ.get("SSL_RAD_CONFIGS")
-    root = Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
-    if not root.is_dir():
+    if env:
+        root = Path(env)
+        if not root.is_dir():
+            raise UserError(f"SSL_RAD_CONFIGS={env} is not a folder")
+        return root
+    packaged = resources.files("ssl_radiology") / "configs"  # the wheel: package data ssl_radiology/configs
+    if packaged.is_dir():
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if not checkout.is_dir():
         raise UserError(
-            f"configs folder not found at {root}; set SSL_RAD_CONFIGS to the repository's configs/"
+            f"configs folder not found (neither {packaged} nor {checkout}); reinstall ssl-radiology or set "
+            "SSL_RAD_CONFIGS to a configs/ folder"
         )
-    return root
+    return checkout
 
 
 def available(group: str) -> list[str]:
@@ -47,8 +60,9 @@ def load_group(group: str, name: str) -> DictConfig:
         raise UserError(f"unknown {group} '{name}' (no {path}); available: {choices}")
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a valid YAML config ({exc})") from exc
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"{path}: not a valid YAML config ({reason})") from exc
     if not isinstance(cfg, DictConfig):
         raise UserError(f"{path}: expected a mapping at the top level")
     return cfg
@@ -79,6 +93,30 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
         raise UserError(f"bad override {' '.join(items)}: {exc}") from exc
     OmegaConf.set_struct(merged, False)
     return merged  # type: ignore[return-value]
+
+
+def file_overrides(path: str | os.PathLike[str]) -> list[str]:
+    """A user's YAML settings file as dotted ``key=value`` overrides (``{method: {batch_size: 8}}`` →
+    ``method.batch_size=8``), so a file is checked exactly like the command line (unknown keys fail)."""
+    path = Path(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"--settings {path}: not a readable YAML file ({reason})") from exc
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"--settings {path}: expected a mapping of settings at the top level")
+    items: list[str] = []
+
+    def walk(node: Mapping, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                items.append(f"{prefix}{key}={json.dumps(value)}")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")  # type: ignore[arg-type]
+    return items
 
 
 def compose(

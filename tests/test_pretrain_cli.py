@@ -75,6 +75,8 @@ def test_method_pretrains_and_exports_a_timm_loadable_backbone(method, phantom_e
     if method == "simclr":  # mix CT slices and radiographs half and half
         args[args.index("--data") + 1 : args.index("--data") + 2] = ["phantom:CT", "--data", "phantom:CR,DX"]
         args += ["--weights", "0.5,0.5"]
+    if method == "dino":  # pre-train on half of the patients (scaling studies), overrides before the flag
+        args = [*args[:1], "train.accumulate=1", *args[1:], "--fraction", "0.5"]
     assert main(args) == 0
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3 and (run / "checkpoints" / "step=2.ckpt").is_file()
@@ -92,6 +94,7 @@ def test_method_pretrains_and_exports_a_timm_loadable_backbone(method, phantom_e
     assert meta["method"] == method and meta["in_chans"] == 1 and meta["num_features"] == model.num_features
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["method"]["batch_size"] == 4 and len(saved["train"]["data"]) == 1 + (method == "simclr")
+    assert saved["train"]["fraction"] == (0.5 if method == "dino" else 1.0)
     metrics = (run / "metrics.csv").read_text().splitlines()
     assert "train/loss" in metrics[0] and "collapse/embedding_std" in metrics[0] and len(metrics) >= 4
 
@@ -146,7 +149,10 @@ def test_kill_9_during_a_run_leaves_a_loadable_checkpoint_and_resume_finishes(ph
         (["--data", "no-such-source"], "unknown data source 'no-such-source'"),
         (["--weights", "1,2,3"], "--weights: 3 weights for 1 --data sources"),
         (["--batch-size", "0"], "--batch-size must be ≥ 1"),
-        (["train.devices=0"], "train.devices must be ≥ 1"),
+        (["train.devices=0"], "train.devices: must be ≥ 1, got 0"),
+        (["train.log_every=abc"], "train.log_every: expected an integer, got 'abc'"),
+        (["train.crops=gpu"], "train.crops must be one of auto, loader, device, got 'gpu'"),
+        (["train.fraction=0"], "train.fraction: fractions must be in (0, 1]"),
     ],
 )
 def test_bad_settings_fail_before_any_work_naming_the_setting(extra, message, phantom_env, tmp_path, capsys):
@@ -162,7 +168,7 @@ def test_bad_settings_fail_before_any_work_naming_the_setting(extra, message, ph
 
 def test_mae_with_a_cnn_and_unknown_methods_are_rejected(phantom_env, tmp_path, capsys):
     assert main([*argv("mae", tmp_path / "a"), "--backbone", "resnet18"]) == 2
-    assert "MAE needs a Vision Transformer" in capsys.readouterr().err
+    assert "mae needs a vision transformer" in capsys.readouterr().err.lower()
     assert main(["pretrain", "--method", "byol", "--data", "phantom", "--max-steps", "1"]) == 2
     assert "unknown method 'byol'" in capsys.readouterr().err
 

@@ -9,13 +9,15 @@ from ssl_radiology.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="experiment YAML (path or name under configs/experiment/)")
+    parser.add_argument(
+        "config", help="experiment YAML: a path, or a name under configs/experiment/ (demo, domain_transfer)"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: experiments/<name>)")
     parser.add_argument(
         "--only", metavar="PATTERN", help="run only cells whose id matches (and what they need)"
     )
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the YAML")
+    parser.set_defaults(overrides=[])
 
 
 def run(args: argparse.Namespace) -> int:

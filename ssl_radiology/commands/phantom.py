@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from ssl_radiology.data.phantom import generate_phantom
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="output folder (new, empty, or a previous phantom corpus)"
     )
-    parser.add_argument("--cases", type=int, default=8, help="number of synthetic patients (default 8)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed: same seed, identical files (default 0)"
-    )
-    parser.add_argument("--ct-size", type=int, default=128, help="CT matrix size in pixels (default 128)")
-    parser.add_argument("--xray-size", type=int, default=256, help="radiograph size in pixels (default 256)")
+    parser.add_argument("--cases", type=int, default=8, help="number of synthetic patients")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, identical files")
+    parser.add_argument("--ct-size", type=int, default=128, help="CT matrix size in pixels")
+    parser.add_argument("--xray-size", type=int, default=256, help="radiograph size in pixels")
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ssl_radiology.data.phantom import generate_phantom
+
     console = Console(stderr=True)
     columns = (TextColumn("phantom"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -1,4 +1,7 @@
-"""What ``ssl-rad knn``, ``linear-eval`` and ``finetune`` share: arguments, the per-seed loop and scoring.
+"""What ``ssl-rad knn``, ``linear-eval`` and ``finetune`` share: the per-seed loop and scoring.
+
+It takes an :class:`~ssl_radiology.api.types.EvalRequest` (the commands, experiment cells and notebooks all
+build one); the protocols themselves are in :mod:`~.protocols`.
 
 Per seed: carve a validation split from the training patients (or use the dataset's official one), draw the
 training subset (``--fraction`` stratified / ``--shots`` per class) from the rest, let the protocol predict
@@ -8,11 +11,8 @@ A seed whose result file exists is skipped, so an interrupted run is resumed by 
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,97 +20,32 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ssl_radiology.api.types import BackboneRef, EvalRequest, EvalResult, default_name
 from ssl_radiology.config import apply_overrides, load_group
-from ssl_radiology.data.sources import cache_root
 from ssl_radiology.errors import UserError
-from ssl_radiology.evaluation import splits
-from ssl_radiology.evaluation.features import extract_features, feature_key
+from ssl_radiology.evaluation import protocols, splits
+from ssl_radiology.evaluation.config_checks import check_eval_config
+from ssl_radiology.evaluation.leakage import check_overlap
 from ssl_radiology.evaluation.metrics import classification_metrics, primary_metric
-from ssl_radiology.evaluation.results import ResultStore, SeedKey
-from ssl_radiology.evaluation.tasks import Task, load_task
-from ssl_radiology.models import checkpoint_hash, load_backbone
+from ssl_radiology.evaluation.results import ResultStore, SeedKey, collect_predictions
+from ssl_radiology.evaluation.tasks import Task, load_task, save_skipped
+from ssl_radiology.features.extract import resolve_device
+from ssl_radiology.features.extractor import FeatureExtractor, FeatureOptions, trained_image_size
+from ssl_radiology.models import provenance
+from ssl_radiology.models.raw_pixels import reduce_features
 
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every evaluation command takes."""
-    parser.add_argument(
-        "--checkpoint", required=True, help="run dir | .ckpt | .safetensors | imagenet[:FILE] | random"
-    )
-    parser.add_argument(
-        "--data", required=True, help="task: phantom-ct, phantom-xray, a task YAML, medmnist:FILE, ..."
-    )
-    parser.add_argument("--backbone", default=None, help="timm name (needed for random / imagenet)")
-    parser.add_argument(
-        "--image-size", type=int, default=None, help="input size in pixels (default: the run's, else config)"
-    )
-    subset = parser.add_mutually_exclusive_group()
-    subset.add_argument(
-        "--fraction", type=float, default=1.0, help="stratified fraction of training patients"
-    )
-    subset.add_argument("--shots", type=int, default=None, help="k training samples per class instead")
-    parser.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds (>= 4 for statistics)")
-    parser.add_argument("--out", default="eval-results", help="result folder (resumable)")
-    parser.add_argument(
-        "--name", default=None, help="display name of this condition (default: from the spec)"
-    )
-    parser.add_argument("--ood-split", action="store_true", help="hold out site ood.site; report the drop")
-    parser.add_argument("--subgroups", default="", help="comma list of sex,age,site: metrics per subgroup")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    parser.add_argument(
-        "--feature-cache", default=None, help="feature cache folder (default: <cache>/features)"
-    )
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value (see configs/eval/)")
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as exc:
-        raise UserError(f"--seeds must be comma-separated integers, got {text!r}") from exc
-    if not seeds:
-        raise UserError("--seeds is empty")
-    return seeds
-
-
-def parse_subgroups(text: str) -> list[str]:
-    aliases = {"age": "age_band", "age_band": "age_band", "sex": "sex", "site": "site"}
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in aliases]
-    if unknown:
-        raise UserError(f"--subgroups: unknown {', '.join(unknown)} (choose from sex, age, site)")
-    return [aliases[n] for n in names]
-
-
-def default_name(spec: str, backbone: str | None) -> str:
-    """A readable condition name: ``random-resnet18``, ``imagenet-resnet18``, or the run / file stem."""
-    kind = spec.split(":", 1)[0]
-    if kind in {"random", "imagenet"}:
-        return f"{kind}-{backbone}" if backbone else kind
-    path = Path(spec)
-    if path.name in {"last.ckpt", "backbone.safetensors"} or path.parent.name == "checkpoints":
-        return path.parents[1 if path.parent.name == "checkpoints" else 0].name
-    return path.stem if path.suffix else path.name
-
-
-def trained_image_size(spec: str) -> int | None:
-    """The pre-training image size recorded beside an exported backbone (``backbone.json``), if any: the
-    natural input size to evaluate it at when ``--image-size`` is not given."""
-    path = Path(spec)
-    for meta in (path / "backbone.json", path.with_suffix(".json")):
-        if meta.is_file():
-            try:
-                return int(json.loads(meta.read_text())["image_size"])
-            except (ValueError, KeyError, TypeError):
-                return None
-    return None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+#: eval config (configs/eval/<name>.yaml) of each protocol
+_CONFIGS = {"knn": "knn", "linear": "linear", "finetune": "finetune"}
+__all__ = [
+    "Condition",
+    "SeedContext",
+    "default_name",
+    "draw_subsets",
+    "resolve_device",
+    "run_evaluation",
+    "score",
+    "trained_image_size",
+]
 
 
 @dataclass
@@ -143,52 +78,31 @@ class SeedContext:
 
 
 class Condition:
-    """The checkpoint under evaluation: its hash, its weights (random ones re-drawn per seed) and features."""
+    """The checkpoint under evaluation: its hash, its weights (random ones re-drawn per seed) and features,
+    through the feature layer that analysis and ``ssl-rad embed`` share (same cache, same keys). Built
+    before the task is loaded, so a checkpoint that does not exist fails before any data work."""
 
-    def __init__(self, args: argparse.Namespace, task: Task, cfg: DictConfig, device: torch.device) -> None:
-        self.spec, self.backbone_name, self.task, self.cfg, self.device = (
-            args.checkpoint, args.backbone, task, cfg, device
-        )  # fmt: skip
-        self.is_random = self.spec == "random"
-        if self.is_random and not self.backbone_name:
-            raise UserError("--checkpoint random needs --backbone NAME")
-        # Random weights are drawn per seed, so the condition is the architecture, not one set of weights.
-        self.hash = (
-            f"random-{self.backbone_name}"
-            if self.is_random
-            else checkpoint_hash(self.spec, backbone=self.backbone_name)
+    def __init__(
+        self,
+        ref: BackboneRef,
+        cfg: DictConfig,
+        device: torch.device,
+        image_size: int,
+        feature_cache: str | None = None,
+    ) -> None:
+        window = (float(cfg.window[0]), float(cfg.window[1]))
+        options = FeatureOptions(
+            image_size, window, int(cfg.batch_size), int(cfg.workers), device, feature_cache
         )
-        self.image_size = args.image_size
-        self.cache_dir = Path(args.feature_cache) if args.feature_cache else cache_root() / "features"
-        self._model: nn.Module | None = None
+        self.extractor = FeatureExtractor(ref, options)
+        # Random weights are drawn per seed, so the condition is the architecture, not one set of weights.
+        self.hash = self.extractor.hash
 
     def backbone(self, seed: int) -> nn.Module:
-        if self.is_random:
-            torch.manual_seed(seed)
-            return load_backbone(self.spec, backbone=self.backbone_name, image_size=self.image_size)
-        if self._model is None:
-            self._model = load_backbone(self.spec, backbone=self.backbone_name, image_size=self.image_size)
-        return self._model
+        return self.extractor.model(seed)
 
-    def features(self, seed: int) -> np.ndarray:
-        window = tuple(self.cfg.window)
-        weights = (
-            checkpoint_hash(self.spec, backbone=self.backbone_name, seed=seed)
-            if self.is_random
-            else self.hash
-        )
-        key = feature_key(weights, self.task.fingerprint, self.image_size, window)
-        return extract_features(
-            self.backbone(seed),
-            self.task.dataset,
-            image_size=self.image_size,
-            batch_size=int(self.cfg.batch_size),
-            device=self.device,
-            cache_dir=self.cache_dir,
-            key=key,
-            window=window,
-            workers=int(self.cfg.workers),
-        )
+    def features(self, task: Task, seed: int) -> np.ndarray:
+        return self.extractor.features(task.dataset, task.fingerprint, seed)
 
 
 def draw_subsets(task: Task, seed: int, fraction: float, shots: int | None, val_fraction: float):
@@ -229,7 +143,7 @@ def score(
         idx = query[rows]
         mask = None if task.label_mask is None else task.label_mask[idx]
         return classification_metrics(
-            task.kind, task.labels[idx], probs[rows], task.class_names, mask, n_boot, seed
+            task.kind, task.labels[idx], probs[rows], task.class_names, mask, n_boot, seed, task.patients[idx]
         )
 
     test_rows = split == "test"
@@ -253,43 +167,62 @@ def score(
     return out
 
 
-Protocol = Callable[[SeedContext], dict[str, np.ndarray]]
+def run_evaluation(request: EvalRequest, protocol: protocols.Protocol | None = None) -> EvalResult:
+    """The whole evaluation: load config and task, loop over seeds (skipping finished ones), store rows.
 
-
-def run_evaluation(args: argparse.Namespace, family: str, config_name: str, protocol: Protocol) -> int:
-    """The whole command: load config and task, loop over seeds (skipping finished ones), store rows."""
-    cfg = apply_overrides(load_group("eval", config_name), args.overrides)
-    seeds = parse_seeds(args.seeds)
-    subgroups = parse_subgroups(args.subgroups)
-    fraction = None if args.shots else float(args.fraction)
-    device = resolve_device(args.device)
-    if args.image_size is None:
-        args.image_size = trained_image_size(args.checkpoint) or int(cfg.image_size)
-    ood_site = str(cfg.ood.site) if args.ood_split else None
-    task = load_task(args.data, args.image_size, ood_site=ood_site)
-    condition = Condition(args, task, cfg, device)
-    name = args.name or default_name(args.checkpoint, args.backbone)
-    store = ResultStore(args.out)
+    ``protocol`` replaces the request's protocol function (tests, custom heads) under the same family.
+    """
+    request.check()
+    cfg = apply_overrides(load_group("eval", _CONFIGS[request.protocol]), request.overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_eval_config(_CONFIGS[request.protocol], resolved)  # type: ignore[arg-type]
+    head = request.head or (str(cfg.head) if request.protocol == "linear" else "")
+    family, chosen = protocols.select(request.protocol, head)
+    protocol = protocol or chosen
+    subgroups = request.subgroup_columns
+    fraction = None if request.shots else float(request.fraction)
+    device = resolve_device(request.device)
+    ref = request.backbone
+    image_size = request.image_size or trained_image_size(ref.spec) or int(cfg.image_size)
+    condition = Condition(ref, cfg, device, image_size, request.feature_cache)
+    ood_site = str(cfg.ood.site) if request.ood_split else None
+    task = load_task(request.data, image_size, ood_site=ood_site)
+    name = ref.label
+    store = ResultStore(request.out)
+    skipped_note = save_skipped(task, store.root)  # images the task could not use: file keys + reasons
     config = {
         "command": family,
         "eval": resolved,
-        "args": {k: v for k, v in vars(args).items() if k != "overrides"},
-        "overrides": list(args.overrides),
-        "task": {"name": task.name, "fingerprint": task.fingerprint, **task.info},
+        "request": {**asdict(request), "image_size": image_size},
+        "command_line": request.command_line(),
+        "task": {
+            "name": task.name,
+            "fingerprint": task.fingerprint,
+            **task.info,
+            "skipped": len(task.skipped),
+        },
     }
-    meta = {"checkpoint": args.checkpoint, "checkpoint_hash": condition.hash, "backbone": args.backbone or ""}
+    meta = {
+        "checkpoint": ref.spec,
+        "checkpoint_hash": condition.hash,
+        "backbone": ref.architecture or "",
+        "overlap": check_overlap(ref.spec, task.name, task.split, task.patients, request.allow_overlap),
+        **provenance.row_fields(ref.spec),
+    }
     query = np.concatenate([task.indices("test"), task.indices("ood")])
-    for seed in seeds:
-        key = SeedKey(name, family, task.name, fraction, args.shots, seed)
+    result = EvalResult(out=store.root, results_csv=store.root / "results.csv")
+    for seed in request.seeds:
+        key = SeedKey(name, family, task.name, fraction, request.shots, seed, request.pretrain_seed)
         if store.done(key, condition.hash):
             print(f"seed {seed}: already done ({store.seed_dir / key.filename}), skipped")
+            result.skipped.append(seed)
             continue
-        train, val = draw_subsets(task, seed, args.fraction, args.shots, float(cfg.val_fraction))
+        train, val = draw_subsets(task, seed, request.fraction, request.shots, float(cfg.val_fraction))
         ctx = SeedContext(
             task=task, cfg=cfg, seed=seed, train=train, val=val, query=query, device=device,
-            image_size=args.image_size, load_backbone=lambda s=seed: condition.backbone(s),
-            features=lambda s=seed: condition.features(s), full_data=fraction == 1.0,
+            image_size=image_size, load_backbone=lambda s=seed: condition.backbone(s),
+            features=lambda s=seed, t=train: reduce_features(ref.spec, condition.features(task, s), t, s),
+            full_data=fraction == 1.0,
         )  # fmt: skip
         predictions = protocol(ctx)
         metrics = {
@@ -300,11 +233,16 @@ def run_evaluation(args: argparse.Namespace, family: str, config_name: str, prot
             }
             for p, probs in predictions.items()
         }
-        path = store.write(key, meta, metrics, {**config, "seed": seed})
+        stored = collect_predictions(task, query, predictions)
+        path = store.write(key, meta, metrics, {**config, "seed": seed}, stored)
         headline = ", ".join(f"{p}: {_headline(task.kind, m)}" for p, m in metrics.items())
         print(f"seed {seed}: {headline} -> {path}")
-    print(f"results: {store.root / 'results.csv'}")
-    return 0
+        result.done.append(seed)
+        result.headline[seed] = {p: float(m[primary_metric(task.kind)]) for p, m in metrics.items()}
+    if skipped_note:
+        print(skipped_note)
+    print(f"results: {result.results_csv}")
+    return result
 
 
 def _headline(kind: str, metrics: dict[str, Any]) -> str:

@@ -1,41 +1,56 @@
-"""Expand an :class:`ExperimentSpec` into cells: one ``ssl-rad`` command line and one output folder each.
+"""Expand an :class:`ExperimentSpec` into cells: one API request and one output folder each.
 
 A cell's state lives in its own folder, so an experiment killed at any point resumes by looking at the disk:
-``cell.json`` (written atomically after the command returned 0) marks it done, ``cell-failed.json`` records
-the last failure. The command line is stored in ``cell.json``; a cell whose command line changed since it
-finished (edited YAML) is *stale* and runs again — the evaluation commands themselves skip seeds whose results
-already exist, so re-running is cheap where nothing changed.
+``cell.json`` (written atomically after the request finished) marks it done, ``cell-failed.json`` records
+the last failure. Both hold the equivalent ``ssl-rad`` command line for humans. A cell whose request changed
+since it finished (edited YAML) is *stale* and runs again; the evaluation itself skips seeds whose results
+already exist, so re-running is cheap where nothing changed. The fingerprint is taken with the experiment
+folder written as ``<out>``, so moving the folder (or naming it by an absolute path) keeps cells done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ssl_radiology.experiment.spec import ExperimentSpec, Init
+from ssl_radiology.api.types import AnalyzeRequest, BackboneRef, EvalRequest, PretrainRequest
+from ssl_radiology.experiment.spec import ExperimentSpec, Init, PretrainRun
 
 DONE_FILE = "cell.json"
 FAILED_FILE = "cell-failed.json"
+#: evaluation command family -> protocol of the request
+EVAL_PROTOCOL = {"knn": "knn", "linear-eval": "linear", "finetune": "finetune"}
+
+Request = PretrainRequest | EvalRequest | AnalyzeRequest
 
 
 @dataclass(frozen=True)
 class Cell:
     """One runnable unit of the study."""
 
-    id: str  # e.g. "eval/knn/dino-ct/phantom-ct/frac-0.1"
+    id: str  # e.g. "eval/knn/dino-ct/seed-0/phantom-ct/frac-0.1"
     stage: str  # "pretrain" | "eval" | "analyze"
-    argv: tuple[str, ...]  # arguments of ssl-rad, e.g. ("knn", "--checkpoint", ...)
+    request: Request
     out: Path
+    root: Path  # the experiment folder (left out of the fingerprint)
     deps: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def command(self) -> str:
+        """The equivalent ``ssl-rad`` command line, for humans."""
+        return self.request.command_line()
+
+    @property
     def fingerprint(self) -> str:
-        return hashlib.sha256("\0".join(self.argv).encode()).hexdigest()[:16]
+        """Hash of the request with paths inside the experiment folder written relative to it."""
+        portable = json.dumps(_relative(asdict(self.request), str(self.root)), sort_keys=True, default=str)
+        return hashlib.sha256(f"{type(self.request).__name__}:{portable}".encode()).hexdigest()[:16]
 
     def state(self) -> str:
-        """``done``, ``stale`` (finished with another command line), ``failed`` or ``pending``."""
+        """``done``, ``stale`` (finished with other settings), ``failed`` or ``pending``."""
         done = self.out / DONE_FILE
         if done.is_file():
             try:
@@ -46,99 +61,121 @@ class Cell:
         return "failed" if (self.out / FAILED_FILE).is_file() else "pending"
 
 
-def _flag_args(args: dict) -> list[str]:
-    """``{"max-steps": 300, "batch_size": 64}`` → ``["--max-steps", "300", "--batch-size", "64"]``."""
-    argv: list[str] = []
-    for key, value in args.items():
-        flag = "--" + str(key).replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-        elif isinstance(value, list | tuple):
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+@dataclass
+class Outcome:
+    """What happened to one cell in this invocation (read by the runner's summary and ``report.md``)."""
+
+    cell: Cell
+    state: str  # done | skipped | failed | blocked
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _relative(value: Any, root: str) -> Any:
+    """``value`` with every string path under ``root`` rewritten as ``<out>/...``."""
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_relative(v, root) for v in value]
+    if isinstance(value, str) and (value == root or value.startswith(root.rstrip("/") + "/")):
+        return "<out>" + value[len(root.rstrip("/")) :]
+    return value
 
 
 def _fraction_label(fraction: float) -> str:
     return f"frac-{fraction:g}"
 
 
-def init_checkpoint(spec: ExperimentSpec, init: Init, out: Path) -> str:
-    """The ``--checkpoint`` value of an init: its pre-training run folder, or its spec as written."""
-    if init.run is not None:
-        return str(out / "pretrain" / init.run)
-    assert init.spec is not None
-    return init.spec
+def run_dir(out: Path, run: PretrainRun, seed: int) -> Path:
+    """The folder of one pre-training replicate."""
+    return out / "pretrain" / run.name / f"seed-{seed}"
+
+
+def pretrain_cells(spec: ExperimentSpec, out: Path) -> list[Cell]:
+    """One cell per replicate; ``init: NAME`` of an earlier entry continues its replicate of the same seed
+    (or its first one)."""
+    runs = {run.name: run for run in spec.pretrain}
+    cells = []
+    for run in spec.pretrain:
+        for seed in run.seeds:
+            folder = run_dir(out, run, seed)
+            init, deps = run.init, ()
+            if init in runs:
+                parent = runs[init]
+                parent_seed = seed if seed in parent.seeds else parent.seeds[0]
+                init, deps = (
+                    str(run_dir(out, parent, parent_seed)),
+                    (f"pretrain/{parent.name}/seed-{parent_seed}",),
+                )
+            request = PretrainRequest(
+                method=run.method, data=run.data, out=str(folder), backbone=run.backbone,
+                image_size=run.image_size, seed=seed, resume=True, fraction=run.fraction,
+                overrides=run.overrides, init=init, **run.args,
+            )  # fmt: skip
+            cells.append(Cell(f"pretrain/{run.name}/seed-{seed}", "pretrain", request, folder, out, deps))
+    return cells
+
+
+def init_backbones(spec: ExperimentSpec, init: Init, out: Path) -> list[tuple[BackboneRef, int | None, str]]:
+    """``(backbone, pretrain seed, dependency cell id)`` per replicate of an init (one for a fixed spec)."""
+    if init.run is None:
+        assert init.spec is not None
+        return [(BackboneRef(init.spec, spec.backbone, init.name), None, "")]
+    run = next(r for r in spec.pretrain if r.name == init.run)
+    return [
+        (BackboneRef(str(run_dir(out, run, s)), run.backbone, init.name), s, f"pretrain/{run.name}/seed-{s}")
+        for s in run.seeds
+    ]
+
+
+def eval_cells(spec: ExperimentSpec, out: Path) -> list[Cell]:
+    cells = []
+    for proto in spec.protocols:
+        subsets = [(_fraction_label(f), {"fraction": f}) for f in proto.fractions]
+        subsets += [(f"shots-{k}", {"shots": k}) for k in proto.shots]
+        for init in spec.inits:
+            if proto.inits and init.name not in proto.inits:
+                continue
+            if proto.name == "finetune" and (init.spec or "").startswith("raw-pixels"):
+                continue  # raw pixels are a frozen-feature baseline: there are no weights to fine-tune
+            for ref, pretrain_seed, dep in init_backbones(spec, init, out):
+                replicate = "" if pretrain_seed is None else f"/seed-{pretrain_seed}"
+                for target in proto.targets or spec.targets:
+                    for label, subset in subsets:
+                        cell_id = f"eval/{proto.name}/{init.name}{replicate}/{target}/{label}"
+                        folder = out / cell_id
+                        request = EvalRequest(
+                            protocol=EVAL_PROTOCOL[proto.name], backbone=ref, data=target, out=str(folder),
+                            image_size=spec.image_size, seeds=spec.seeds, pretrain_seed=pretrain_seed,
+                            overrides=proto.overrides, **subset, **{**spec.eval_args, **proto.args},
+                        )  # fmt: skip
+                        cells.append(Cell(cell_id, "eval", request, folder, out, (dep,) if dep else ()))
+    return cells
+
+
+def analysis_cells(spec: ExperimentSpec, out: Path) -> list[Cell]:
+    """Analyses use the first replicate of each pre-training entry."""
+    inits = {init.name: init for init in spec.inits}
+    cells = []
+    for i, analysis in enumerate(spec.analyses):
+        folder = out / "analysis" / f"{i:02d}-{analysis.kind}-{'-'.join(analysis.inits)}"
+        refs, deps = [], []
+        for name in analysis.inits:
+            ref, _seed, dep = init_backbones(spec, inits[name], out)[0]
+            refs.append(ref)
+            deps += [dep] if dep else []
+        request = AnalyzeRequest(
+            analysis.kind,
+            tuple(refs),
+            analysis.data,
+            out=str(folder),
+            image_size=spec.image_size,
+            **analysis.args,
+        )
+        cells.append(Cell(folder.relative_to(out).as_posix(), "analyze", request, folder, out, tuple(deps)))
+    return cells
 
 
 def expand_cells(spec: ExperimentSpec, out: Path) -> list[Cell]:
     """All cells in an order that respects dependencies (pre-training, evaluation, analysis)."""
-    cells: list[Cell] = []
-    for run in spec.pretrain:
-        argv = ["pretrain", "--method", run.method]
-        for data in run.data:
-            argv += ["--data", data]
-        argv += ["--backbone", run.backbone, "--image-size", str(run.image_size)]
-        argv += ["--out", str(out / "pretrain" / run.name), "--resume", *_flag_args(run.args), *run.overrides]
-        cells.append(Cell(f"pretrain/{run.name}", "pretrain", tuple(argv), out / "pretrain" / run.name))
-
-    inits = {init.name: init for init in spec.inits}
-    seeds = ",".join(str(s) for s in spec.seeds)
-    for proto in spec.protocols:
-        subsets = [("--fraction", _fraction_label(f), f"{f:g}") for f in proto.fractions]
-        subsets += [("--shots", f"shots-{k}", str(k)) for k in proto.shots]
-        for init in spec.inits:
-            deps = (f"pretrain/{init.run}",) if init.run else ()
-            backbone = _init_backbone(spec, init)
-            for target in spec.targets:
-                for flag, label, value in subsets:
-                    cell_out = out / "eval" / proto.name / init.name / target / label
-                    argv = [
-                        proto.name,
-                        "--checkpoint",
-                        init_checkpoint(spec, init, out),
-                        "--name",
-                        init.name,
-                        "--data",
-                        target,
-                        "--backbone",
-                        backbone,
-                        "--image-size",
-                        str(spec.image_size),
-                        flag,
-                        value,
-                        "--seeds",
-                        seeds,
-                        "--out",
-                        str(cell_out),
-                        *_flag_args({**spec.eval_args, **proto.args}),
-                        *proto.overrides,
-                    ]
-                    cell_id = f"eval/{proto.name}/{init.name}/{target}/{label}"
-                    cells.append(Cell(cell_id, "eval", tuple(argv), cell_out, deps))
-
-    for i, analysis in enumerate(spec.analyses):
-        cell_out = out / "analysis" / f"{i:02d}-{analysis.kind}-{'-'.join(analysis.inits)}"
-        argv = ["analyze", analysis.kind]
-        deps = []
-        for name in analysis.inits:
-            init = inits[name]
-            argv += ["--checkpoint", init_checkpoint(spec, init, out), "--name", name]
-            if init.run:
-                deps.append(f"pretrain/{init.run}")
-        for data in analysis.data:
-            argv += ["--data", data]
-        argv += ["--backbone", spec.backbone, "--image-size", str(spec.image_size), "--out", str(cell_out)]
-        argv += _flag_args(analysis.args)
-        cells.append(
-            Cell(cell_out.relative_to(out).as_posix(), "analyze", tuple(argv), cell_out, tuple(deps))
-        )
-    return cells
-
-
-def _init_backbone(spec: ExperimentSpec, init: Init) -> str:
-    if init.run is not None:
-        return next(run.backbone for run in spec.pretrain if run.name == init.run)
-    return spec.backbone
+    return [*pretrain_cells(spec, out), *eval_cells(spec, out), *analysis_cells(spec, out)]

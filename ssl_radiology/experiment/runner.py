@@ -1,9 +1,10 @@
 """Run the pending cells of an experiment, in process, one after another.
 
 Cells run in this process (not as subprocesses) because importing torch, Lightning and timm costs seconds per
-process, which would dominate a study of many small evaluation cells on a laptop-sized machine. A failing cell
-is recorded in its folder (``cell-failed.json`` with the error) and the study goes on with every cell that
-does not depend on it; the exit status says whether anything failed.
+process, which would dominate a study of many small evaluation cells on a laptop-sized machine. Each cell's
+request goes straight to the :mod:`ssl_radiology.api`. A failing cell — whatever it raises, ``SystemExit``
+included; only Ctrl-C stops the study — is recorded in its folder (``cell-failed.json`` with the error) and
+the study goes on with every cell that does not depend on it; the exit status says whether anything failed.
 """
 
 from __future__ import annotations
@@ -14,25 +15,32 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from ssl_radiology.api.types import AnalyzeRequest, EvalRequest, PretrainRequest
+from ssl_radiology.config import save
 from ssl_radiology.errors import UserError, describe_os_error
-from ssl_radiology.experiment.cells import DONE_FILE, FAILED_FILE, Cell, expand_cells
+from ssl_radiology.experiment.cells import DONE_FILE, FAILED_FILE, Cell, Outcome, Request, expand_cells
 from ssl_radiology.experiment.spec import ExperimentSpec
 
 console = Console(stderr=True)
 
 
-@dataclass
-class Outcome:
-    cell: Cell
-    state: str  # done | skipped | failed | blocked
-    seconds: float = 0.0
-    error: str = ""
+def execute_request(request: Request) -> object:
+    """Run one cell's request through the Python API."""
+    from ssl_radiology import api
+
+    if isinstance(request, PretrainRequest):
+        return api.pretrain(request)
+    if isinstance(request, EvalRequest):
+        return api.evaluate(request)
+    if isinstance(request, AnalyzeRequest):
+        return api.analyze(request)
+    raise TypeError(f"no API function for {type(request).__name__}")
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -75,11 +83,25 @@ def show_plan(cells: Sequence[Cell]) -> None:
     table.add_column("state")
     table.add_column("command")
     for cell in cells:
-        table.add_row(cell.id, cell.state(), "ssl-rad " + " ".join(cell.argv))
+        table.add_row(cell.id, cell.state(), cell.command)
     Console().print(table)
 
 
-def run_cells(cells: Sequence[Cell], execute: Callable[[Sequence[str]], int]) -> list[Outcome]:
+def _failure(exc: BaseException) -> str:
+    """One line for ``cell-failed.json``; a traceback on the console for what is not a user error."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, SystemExit):  # e.g. argparse inside a library, sys.exit in user code
+        return f"exited with status {exc.code}"
+    if isinstance(exc, OSError):
+        message = describe_os_error(exc)
+        if message is not None:  # disk full / unwritable: every later cell would fail the same way
+            raise UserError(message) from exc
+    traceback.print_exception(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_cells(cells: Sequence[Cell], execute: Callable[[Request], object] = execute_request) -> list[Outcome]:
     """Run every cell that is not done; record failures and block the cells that depend on them."""
     failed: set[str] = set()
     outcomes: list[Outcome] = []
@@ -99,22 +121,17 @@ def run_cells(cells: Sequence[Cell], execute: Callable[[Sequence[str]], int]) ->
         console.rule(label)
         cell.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        error = ""
         try:
-            status = execute(cell.argv)
-            error = "" if status == 0 else f"command exited with status {status}"
-        except UserError as exc:
-            error = str(exc)
-        except OSError as exc:
-            message = describe_os_error(exc)
-            if message is not None:  # disk full / unwritable: every later cell would fail the same way
-                raise UserError(message) from exc
-            error = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-        except Exception as exc:  # a bug in one cell must not cost the rest of the study
-            error = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
+            execute(cell.request)
+        except KeyboardInterrupt:
+            raise
+        except (
+            BaseException
+        ) as exc:  # a failing cell, whatever it raises, must not cost the rest of the study
+            error = _failure(exc)
         seconds = time.perf_counter() - start
-        record = {"id": cell.id, "argv": list(cell.argv), "fingerprint": cell.fingerprint, "seconds": seconds}
+        record = {"id": cell.id, "command": cell.command, "fingerprint": cell.fingerprint, "seconds": seconds}
         if error:
             _write_json_atomic(cell.out / FAILED_FILE, {**record, "error": error})
             console.print(f"[red]{label}: failed after {seconds:.1f} s: {error}[/red]")
@@ -134,18 +151,15 @@ def run_experiment(
     *,
     only: str | None = None,
     dry_run: bool = False,
-    execute: Callable[[Sequence[str]], int] | None = None,
+    execute: Callable[[Request], object] = execute_request,
 ) -> list[Outcome]:
-    """Expand, (optionally) run, and report. ``execute`` defaults to the in-process ``ssl-rad`` dispatcher."""
+    """Expand, (optionally) run, and report. ``execute`` runs one request (default: the Python API)."""
     cells = select(expand_cells(spec, out), only)
     if dry_run:
         show_plan(cells)
         return []
     check_writable(out)
-    if execute is None:
-        from ssl_radiology.cli import run_command
-
-        execute = run_command
+    save(OmegaConf.create(spec.resolved), out, "experiment.yaml")  # the settings this study ran with
     outcomes = run_cells(cells, execute)
     from ssl_radiology.experiment.report import write_report
 

@@ -90,6 +90,9 @@ def test_prepare_through_the_api(tmp_path) -> None:
         ("knn", "window=[40]", "window must be a window [centre, width]"),
         ("linear", "logreg.cs=[0]", "logreg.cs must be a non-empty list"),
         ("finetune", "val_fraction=1.5", "val_fraction must be a finite number"),
+        ("finetune", "finetune.min_steps=0", "finetune.min_steps must be a positive integer, got 0"),
+        ("finetune", "finetune.base_lrs=[]", "finetune.base_lrs must be a non-empty list"),
+        ("linear", "sgd.epochs=-1", "sgd.epochs must be a positive integer, got -1"),
     ],
 )
 def test_bad_eval_settings_fail_before_any_work(protocol: str, override: str, message: str) -> None:

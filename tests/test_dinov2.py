@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
 import torch
-from conftest import PRETRAIN_PHANTOM, copy_configs
 from omegaconf import OmegaConf
 
 from ssl_radiology.cli import main
@@ -105,23 +103,6 @@ def test_invalid_dinov2_settings_name_the_setting(changes, message):
 def test_dinov2_refuses_a_cnn_backbone():
     with pytest.raises(UserError, match="needs a Vision Transformer"):
         create_method("dinov2", settings(backbone="resnet18"))
-
-
-@pytest.fixture(scope="module")
-def phantom_env(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    configs = base / "dinov2-configs"
-    if not configs.exists():
-        copy_configs(configs, {"phantom": PRETRAIN_PHANTOM})
-    env = {"SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "pretrain-cache")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def argv(out, *extra: str) -> list[str]:

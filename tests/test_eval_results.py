@@ -135,3 +135,13 @@ def test_compare_cli_writes_table_and_plot(tmp_path, capsys):
     assert paths["png"].stat().st_size > 1000
     with pytest.raises(UserError, match="baseline 'nope'"):
         comparison_table(gather([tmp_path / "a"]), baseline="nope")
+
+
+def test_a_damaged_seed_file_is_one_clear_error_naming_it(tmp_path, capsys):
+    seeds = tmp_path / "res" / "seeds"
+    seeds.mkdir(parents=True)
+    (seeds / "broken.json").write_text("{not json")
+    assert main(["compare", str(tmp_path / "res"), "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "broken.json: unreadable result file" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1

@@ -4,12 +4,10 @@ head warm-up, provenance in checkpoint / backbone.json, method export. Offline: 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import timm
 import torch
-from conftest import PRETRAIN_PHANTOM, copy_configs
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
@@ -67,23 +65,6 @@ def test_init_settings_fail_early_with_one_line(tmp_path):
         check_init({"init": None, "init_channels": "repeat3"})
     with pytest.raises(UserError, match="head_warmup_steps"):
         check_init({"init": None, "head_warmup_steps": -1})
-
-
-@pytest.fixture(scope="module")
-def phantom_env(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    configs = base / "init-configs"
-    if not configs.exists():
-        copy_configs(configs, {"phantom": PRETRAIN_PHANTOM})
-    env = {"SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "pretrain-cache")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

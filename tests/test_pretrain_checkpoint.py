@@ -176,13 +176,20 @@ def test_hardware_and_typed_settings_fail_before_any_work(phantom, tmp_path, cap
     assert not out.exists()
 
 
-def test_ddp_trainers_synchronise_batchnorm(tmp_path):
-    from ssl_radiology.training.trainer import build_trainer
+def test_batchnorm_is_synchronised_only_under_gpu_ddp(tmp_path, monkeypatch):
+    """torch's SyncBatchNorm refuses CPU tensors, so CPU (gloo) DDP keeps per-process statistics."""
+    from ssl_radiology.training import trainer as trainer_module
 
-    trainer = build_trainer(tmp_path / "ddp", max_steps=1, devices=2, accelerator="cpu")
-    assert trainer._accelerator_connector._layer_sync is not None
-    single = build_trainer(tmp_path / "one", max_steps=1, devices=1, accelerator="cpu")
-    assert single._accelerator_connector._layer_sync is None
+    cpu_ddp = trainer_module.build_trainer(tmp_path / "ddp", max_steps=1, devices=2, accelerator="cpu")
+    assert cpu_ddp._accelerator_connector._layer_sync is None
+    captured: dict = {}
+    monkeypatch.setattr(trainer_module, "_uses_gpu", lambda accelerator: True)
+    monkeypatch.setattr(trainer_module, "check_hardware", lambda *args, **kwargs: None)
+    monkeypatch.setattr(trainer_module.L, "Trainer", lambda **kwargs: captured.update(kwargs))
+    trainer_module.build_trainer(tmp_path / "gpu", max_steps=1, devices=2, accelerator="gpu")
+    assert captured["sync_batchnorm"] is True
+    trainer_module.build_trainer(tmp_path / "gpu1", max_steps=1, devices=1, accelerator="gpu")
+    assert captured["sync_batchnorm"] is False
 
 
 def test_run_lock_dies_with_its_process_and_refuses_a_file_as_run_folder(tmp_path):

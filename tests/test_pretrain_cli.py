@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PRETRAIN_PHANTOM, copy_configs
 
 from ssl_radiology.cli import main
 
@@ -35,24 +34,6 @@ TINY = {
         "method.decoder.num_heads=2",
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def phantom_env(tmp_path_factory):
-    """A 2-case phantom at 64 px (configs copied with a smaller phantom.yaml), shared through the cache."""
-    base = tmp_path_factory.getbasetemp()
-    configs = base / "pretrain-configs"
-    if not configs.exists():
-        copy_configs(configs, {"phantom": PRETRAIN_PHANTOM})
-    env = {"SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "pretrain-cache")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def argv(method: str, out: Path, *extra: str, steps: int = 3, workers: int = 0, every: int = 2) -> list[str]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_PHANTOM, copy_configs
+from conftest import TINY_PHANTOM, phantom_configs
 from omegaconf import OmegaConf
 
 from ssl_radiology.cli import main
@@ -22,20 +21,10 @@ from ssl_radiology.methods.supervised import chance_loss, labelled_source, load_
 def phantom_env(tmp_path_factory):
     """An 8-case phantom (every label present, 2 test patients), shared through the cache."""
     base = tmp_path_factory.getbasetemp()
-    configs = base / "supervised-configs"
-    if not configs.exists():
-        copy_configs(configs, {"phantom": TINY_PHANTOM})
-    env = {"SSL_RAD_CONFIGS": str(configs), "SSL_RAD_CACHE": str(base / "supervised-cache")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    load_training_task.cache_clear()
-    yield env
-    load_training_task.cache_clear()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with phantom_configs(base, "supervised", TINY_PHANTOM, "supervised-cache") as env:
+        load_training_task.cache_clear()
+        yield env
+        load_training_task.cache_clear()
 
 
 def settings(task: str, **changes) -> dict:

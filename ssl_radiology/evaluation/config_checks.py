@@ -70,7 +70,20 @@ RULES: dict[str, dict[str, Rule]] = {
         "sgd.batch_size": Int(low=1),
         "logreg.cs": ListOf(item=Float(low=0.0, low_open=True)),
     },
-    "finetune": dict(COMMON),
+    "finetune": {
+        **COMMON,
+        "finetune.min_steps": Int(low=1),
+        "finetune.epochs": Int(low=0),
+        "finetune.base_lrs": ListOf(item=Float(low=0.0, low_open=True)),
+        "finetune.evals": Int(low=1),
+        "finetune.patience": Int(low=1),
+        "finetune.warmup_fraction": Float(low=0.0, high=1.0, high_open=True),
+        "finetune.weight_decay": Float(low=0.0),
+        "finetune.layer_decay": Float(low=0.0, high=1.0, low_open=True),
+        "finetune.drop_path": Float(low=0.0, high=1.0, high_open=True),
+        "finetune.label_smoothing": Float(low=0.0, high=1.0, high_open=True),
+        "finetune.head_init_std": Float(low=0.0),
+    },
 }
 
 

@@ -180,7 +180,12 @@ class ResultStore:
         """All rows of all seed files in this folder."""
         rows: list[dict] = []
         for path in sorted(self.seed_dir.glob("*.json")):
-            rows.extend(json.loads(path.read_text())["rows"])
+            try:
+                rows.extend(json.loads(path.read_text())["rows"])
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise UserError(
+                    f"{path}: unreadable result file ({type(exc).__name__}: {exc}); delete it to re-run that seed"
+                ) from exc
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def rebuild(self) -> Path:

@@ -165,10 +165,15 @@ def health_table(spec: ExperimentSpec, out: Path) -> pd.DataFrame:
             {
                 "run": cell.id.split("/", 1)[1],
                 "status": str(health.get("status", "unknown")),
-                "loss start": health.get("loss_start"),
-                "loss end": health.get("loss_end"),
-                "chance loss": health.get("chance_loss"),
+                "loss start": _rounded(health.get("loss_start")),
+                "loss end": _rounded(health.get("loss_end")),
+                "chance loss": _rounded(health.get("chance_loss")),
                 "message": str(health.get("message", "")),
             }
         )
     return pd.DataFrame(records)
+
+
+def _rounded(value: object) -> object:
+    """Losses to 4 decimals for the table (the full values stay in each run's ``health.json``)."""
+    return round(float(value), 4) if isinstance(value, int | float) else value

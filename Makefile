@@ -30,4 +30,4 @@ bench: setup
 	$(BIN)/python scripts/bench/ingest.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output phantom-study scaling-phantom .pytest_cache

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pandas as pd
 
 from ssl_radiology.data.identities import Chexpert
 from ssl_radiology.errors import UserError
-from ssl_radiology.evaluation.tasks.base import Task, age_band, fingerprint, sex_code, uncertain_labels
-from ssl_radiology.evaluation.tasks.images import prepare_images, relative_files
+from ssl_radiology.evaluation.tasks.base import Task, age_band, sex_code
+from ssl_radiology.evaluation.tasks.images import findings_task, prepare_images, relative_files
 from ssl_radiology.evaluation.tasks.registry import register_task
 
 COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
@@ -75,28 +74,26 @@ def chexpert_task(
     covered = {PurePosixPath(rel).parts[0] for rel in listed}
     unlabelled = [r for r in relative_files(base) if PurePosixPath(r).parts[0] in covered and r not in listed]
     columns = ["rel", "_split", *names, *[c for c in ("Sex", "Age") if c in table.columns]]
-    joined, skipped = images.attach(table[columns])
-    y, mask = uncertain_labels(joined[names].to_numpy(np.float32), uncertain)
+    return findings_task(
+        name,
+        images,
+        table[columns],
+        names,
+        uncertain=uncertain,
+        image_size=image_size,
+        groups=_groups,
+        info={"root": str(base)},
+        unlabelled=unlabelled,
+    )
+
+
+def _groups(joined: pd.DataFrame) -> pd.DataFrame:
+    """Site, sex and age band of each labelled image (CheXpert's own Sex / Age columns)."""
     n = len(joined)
-    return Task(
-        name=name,
-        dataset=images.dataset(joined["row"]),
-        labels=y,
-        kind="multilabel",
-        class_names=names,
-        patients=joined["patient_key"].to_numpy(str),
-        groups=pd.DataFrame(
-            {
-                "site": ["CheXpert"] * n,
-                "sex": [sex_code(s) for s in joined.get("Sex", pd.Series(["unknown"] * n))],
-                "age_band": [age_band(a) for a in joined.get("Age", pd.Series([None] * n))],
-            }
-        ),
-        split=joined["_split"].to_numpy(str),
-        fingerprint=fingerprint(
-            name, images.digest, joined["file_key"].tolist(), names, uncertain, image_size
-        ),
-        label_mask=mask,
-        info={"root": str(base), "uncertain": uncertain},
-        skipped=pd.concat([skipped, images.unlabelled(unlabelled)], ignore_index=True),
+    return pd.DataFrame(
+        {
+            "site": ["CheXpert"] * n,
+            "sex": [sex_code(s) for s in joined.get("Sex", pd.Series(["unknown"] * n))],
+            "age_band": [age_band(a) for a in joined.get("Age", pd.Series([None] * n))],
+        }
     )

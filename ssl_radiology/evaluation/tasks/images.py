@@ -28,7 +28,7 @@ from ssl_radiology.data.cache import cache_root
 from ssl_radiology.data.freshness import ensure_prepared, read_state
 from ssl_radiology.data.prepare import REJECTED_FILE
 from ssl_radiology.data.prepared import PreparedDataset, read_info
-from ssl_radiology.evaluation.tasks.base import SKIPPED_COLUMNS, fingerprint
+from ssl_radiology.evaluation.tasks.base import SKIPPED_COLUMNS, Task, fingerprint, uncertain_labels
 
 NOT_FOUND = "listed in the label file but not found under the root"
 NO_LABEL = "image has no row in the label file"
@@ -107,3 +107,38 @@ def prepare_images(
     )
     state = read_state(prepared) or {}
     return TaskImages(prepared, keys.dataset_secret(read_info(prepared)), str(state.get("digest", "")))
+
+
+def findings_task(
+    name: str,
+    images: TaskImages,
+    table: pd.DataFrame,
+    findings: list[str],
+    *,
+    uncertain: str,
+    image_size: int,
+    groups: Callable[[pd.DataFrame], pd.DataFrame],
+    info: dict[str, Any],
+    unlabelled: Iterable[str] = (),
+) -> Task:
+    """A multi-label chest X-ray findings task from a label table (``rel``, ``_split``, one column per finding,
+    1 / 0 / -1 uncertain / blank): the shape CheXpert and MIMIC-CXR share. Labels follow the uncertain-label
+    policy (``uncertain_labels``); images without a label row or that could not be read land in ``skipped``."""
+    joined, skipped = images.attach(table)
+    y, mask = uncertain_labels(joined[findings].to_numpy(np.float32), uncertain)
+    return Task(
+        name=name,
+        dataset=images.dataset(joined["row"]),
+        labels=y,
+        kind="multilabel",
+        class_names=findings,
+        patients=joined["patient_key"].to_numpy(str),
+        groups=groups(joined),
+        split=joined["_split"].to_numpy(str),
+        fingerprint=fingerprint(
+            name, images.digest, joined["file_key"].tolist(), findings, uncertain, image_size
+        ),
+        label_mask=mask,
+        info={**info, "uncertain": uncertain},
+        skipped=pd.concat([skipped, images.unlabelled(list(unlabelled))], ignore_index=True),
+    )

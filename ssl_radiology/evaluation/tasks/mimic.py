@@ -17,8 +17,8 @@ import pandas as pd
 from ssl_radiology.data.identities import Mimic, mimic_table
 from ssl_radiology.errors import UserError
 from ssl_radiology.evaluation.splits import fixed_test_split
-from ssl_radiology.evaluation.tasks.base import Task, fingerprint, uncertain_labels
-from ssl_radiology.evaluation.tasks.images import prepare_images, relative_files
+from ssl_radiology.evaluation.tasks.base import Task
+from ssl_radiology.evaluation.tasks.images import findings_task, prepare_images, relative_files
 from ssl_radiology.evaluation.tasks.registry import register_task
 
 COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
@@ -79,22 +79,20 @@ def mimic_task(
     images = prepare_images(
         "mimic", base, image_size, keep=table["rel"], identify=Mimic().identify, modality="DX"
     )
-    joined, skipped = images.attach(table[["rel", "_split", *names]])
-    y, mask = uncertain_labels(joined[names].to_numpy(np.float32), uncertain)
-    n = len(joined)
-    return Task(
-        name=name,
-        dataset=images.dataset(joined["row"]),
-        labels=y,
-        kind="multilabel",
-        class_names=names,
-        patients=joined["patient_key"].to_numpy(str),
-        groups=pd.DataFrame({"site": ["MIMIC"] * n, "sex": ["unknown"] * n, "age_band": ["unknown"] * n}),
-        split=joined["_split"].to_numpy(str),
-        fingerprint=fingerprint(
-            name, images.digest, joined["file_key"].tolist(), names, uncertain, image_size
-        ),
-        label_mask=mask,
-        info={"root": str(base), "uncertain": uncertain, "official_split": official is not None},
-        skipped=pd.concat([skipped, images.unlabelled(unlabelled)], ignore_index=True),
+    return findings_task(
+        name,
+        images,
+        table[["rel", "_split", *names]],
+        names,
+        uncertain=uncertain,
+        image_size=image_size,
+        groups=_groups,
+        info={"root": str(base), "official_split": official is not None},
+        unlabelled=unlabelled,
     )
+
+
+def _groups(joined: pd.DataFrame) -> pd.DataFrame:
+    """MIMIC-CXR-JPG carries no sex or age (they live in MIMIC-IV): one site, the rest unknown."""
+    n = len(joined)
+    return pd.DataFrame({"site": ["MIMIC"] * n, "sex": ["unknown"] * n, "age_band": ["unknown"] * n})

@@ -141,3 +141,11 @@ def test_grid_study_gets_a_scaling_plot_and_no_endpoint_is_said(tmp_path):
     assert "None declared in the experiment file" in text
     assert "## Scaling" in text and "ct / resnet18: exponent +" in text and "6 runs at 3 sizes" in text
     assert (tmp_path / "report" / "scaling.png").stat().st_size > 1000
+
+
+def test_a_large_holm_family_gets_enough_resamples_to_reach_alpha():
+    from ssl_radiology.experiment.report import SIGNIFICANCE, resamples_for_holm
+
+    assert resamples_for_holm(30, 2000) == 2000  # smallest Holm p 30 · 2/2001 = 0.03 < α: enough
+    more = resamples_for_holm(75, 2000)  # 75 · 2/2001 = 0.075 > α: no comparison could ever pass
+    assert more > 2000 and 75 * 2 / (more + 1) <= SIGNIFICANCE / 2

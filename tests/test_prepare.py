@@ -43,6 +43,21 @@ def ct_source(tmp_path: Path) -> Path:
     return src
 
 
+def cli_argv(source: Path, out: Path) -> list[str]:
+    """``ssl-rad prepare`` of ``source`` into ``out``: 32 px, one worker, no progress bar."""
+    return [
+        "prepare",
+        str(source),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+
+
 @pytest.fixture
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every file the (in-process) decoder opens."""
@@ -232,17 +247,7 @@ def test_cli_prepare_prints_summary_and_reports_errors(
 ) -> None:
     (ct_source / "empty.dcm").write_bytes(b"")
     out = ct_source / "prepared"  # inside the source: its own files must not be taken as inputs
-    argv = [
-        "prepare",
-        str(ct_source),
-        "--out",
-        str(out),
-        "--image-size",
-        "32",
-        "--workers",
-        "1",
-        "--no-progress",
-    ]
+    argv = cli_argv(ct_source, out)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert (
@@ -293,17 +298,7 @@ def test_keep_paths_writes_the_map_with_a_warning_and_only_on_request(
     ct_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    argv = [
-        "prepare",
-        str(ct_source),
-        "--out",
-        str(out),
-        "--image-size",
-        "32",
-        "--workers",
-        "1",
-        "--no-progress",
-    ]
+    argv = cli_argv(ct_source, out)
     assert main(argv) == 0 and not (out / "paths.csv").exists()
     assert main([*argv, "--keep-paths"]) == 0  # on a finished dataset too: nothing is decoded again
     assert "warning: " in capsys.readouterr().err
